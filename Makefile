@@ -1,0 +1,30 @@
+# mnist-serve developer commands. Every target creates .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data/mnist
+
+.PHONY: install train test lint test-docker
+
+$(BIN)/activate: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(BIN)/activate
+
+install: $(BIN)/activate
+
+## train a model from MNIST IDX files / a Kaggle CSV / an .npz and publish it into ./models
+train: install
+	$(BIN)/python -m trainer train --data $(DATA) --models-dir models
+
+lint: install
+	$(BIN)/ruff check .
+
+## the whole default test suite: lint, then pytest (starts its own redis-server and gunicorn)
+test: lint
+	$(BIN)/pytest -m "not docker"
+
+## docker-compose end-to-end test (needs a Docker engine, e.g. ../shared/tools/docker-sandbox)
+test-docker: install
+	$(BIN)/pytest -m docker

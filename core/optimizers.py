@@ -1,0 +1,123 @@
+"""Optimizers that update dense layers in place from their gradients, and learning-rate schedules.
+
+Each optimizer reads ``layer.dweights`` / ``layer.dbiases`` (left there by ``backward``) and
+keeps its per-layer state (momentum, Adam moments) keyed by the layer's identity.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from core.network import Dense
+
+
+class Optimizer:
+    """Shared part: the learning rate in force and L2 weight decay."""
+
+    def __init__(self, learning_rate: float, weight_decay: float = 0.0) -> None:
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+
+    def gradients(self, layer: Dense) -> tuple[np.ndarray, np.ndarray]:
+        # L2 on the weights only (not the biases): d/dW of (wd/2)*|W|^2 is wd*W.
+        if self.weight_decay:
+            return layer.dweights + self.weight_decay * layer.weights, layer.dbiases
+        return layer.dweights, layer.dbiases
+
+    def step(self, layers: list[Dense]) -> None:
+        for layer in layers:
+            self.update(layer)
+
+    def update(self, layer: Dense) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Gradient descent; with ``momentum`` > 0 a velocity carries past updates forward."""
+
+    def __init__(self, learning_rate: float = 0.1, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
+        super().__init__(learning_rate, weight_decay)
+        self.momentum = momentum
+        self.velocity: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def update(self, layer: Dense) -> None:
+        dw, db = self.gradients(layer)
+        lr = np.float32(self.learning_rate)
+        if not self.momentum:
+            layer.weights -= lr * dw
+            layer.biases -= lr * db
+            return
+        vw, vb = self.velocity.setdefault(id(layer), (np.zeros_like(layer.weights), np.zeros_like(layer.biases)))
+        vw *= self.momentum
+        vw -= lr * dw
+        vb *= self.momentum
+        vb -= lr * db
+        layer.weights += vw
+        layer.biases += vb
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba): per-parameter steps from bias-corrected first and second moments."""
+
+    def __init__(self, learning_rate: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 epsilon: float = 1e-7, weight_decay: float = 0.0) -> None:
+        super().__init__(learning_rate, weight_decay)
+        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
+        self.iterations = 0
+        self.moments: dict[int, list[np.ndarray]] = {}
+
+    def step(self, layers: list[Dense]) -> None:
+        self.iterations += 1
+        super().step(layers)
+
+    def update(self, layer: Dense) -> None:
+        dw, db = self.gradients(layer)
+        state = self.moments.setdefault(id(layer), [np.zeros_like(layer.weights), np.zeros_like(layer.weights),
+                                                    np.zeros_like(layer.biases), np.zeros_like(layer.biases)])
+        # Fold both bias corrections into one step size instead of building corrected copies.
+        t = self.iterations
+        step = self.learning_rate * math.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)
+        for param, grad, m, v in ((layer.weights, dw, state[0], state[1]), (layer.biases, db, state[2], state[3])):
+            m *= self.beta1
+            m += (1 - self.beta1) * grad
+            v *= self.beta2
+            v += (1 - self.beta2) * np.square(grad)
+            param -= np.float32(step) * m / (np.sqrt(v) + np.float32(self.epsilon))
+
+
+OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
+
+
+def make_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0, momentum: float = 0.9) -> Optimizer:
+    """``gd`` and ``sgd`` are plain gradient descent (full batch or mini-batch is the trainer's
+    batch size); ``momentum`` is SGD with momentum; ``adam`` is Adam."""
+    if name in ("gd", "sgd"):
+        return SGD(learning_rate, 0.0, weight_decay)
+    if name == "momentum":
+        return SGD(learning_rate, momentum, weight_decay)
+    if name == "adam":
+        return Adam(learning_rate, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r} (expected one of {', '.join(OPTIMIZERS)})")
+
+
+LR_SCHEDULES = ("constant", "inverse", "cosine")
+
+
+def scheduled_learning_rate(schedule: str, base_lr: float, progress: float, decay: float = 0.0,
+                            step: int = 0, floor: float = 0.02) -> float:
+    """Learning rate at ``progress`` (0..1 through training) or optimizer ``step``.
+
+    ``inverse`` is NNFS's ``lr / (1 + decay * step)``; ``cosine`` anneals from ``base_lr`` to
+    ``floor * base_lr`` over the run, which on small data lets the last epochs settle into a
+    minimum instead of bouncing around it.
+    """
+    if schedule == "constant":
+        return base_lr
+    if schedule == "inverse":
+        return base_lr / (1.0 + decay * step)
+    if schedule == "cosine":
+        low = floor * base_lr
+        return low + 0.5 * (base_lr - low) * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r} (expected one of {', '.join(LR_SCHEDULES)})")

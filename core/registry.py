@@ -1,0 +1,284 @@
+"""The model registry: versioned numpy weight files, manifests and aliases on a filesystem.
+
+Layout (as in TensorFlow Serving and Triton, versions are positive integers)::
+
+    <root>/<name>/<version>/weights.npz   float32 arrays, loaded with allow_pickle=False
+    <root>/<name>/<version>/model.json    architecture, scaling, hyper-parameters, metrics, sha256
+    <root>/<name>/aliases.json            {"production": 3, "staging": 4}
+
+A version is written in full under a hidden temporary directory and then renamed to the next
+free number: ``rename`` refuses a non-empty target, so two publishers racing for the same
+number cannot both win and the loser simply tries the next one. Readers never see a partial
+version, and a crash mid-write leaves only a hidden ``.tmp-*`` directory behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.model import InputScaling, Model
+from core.network import Network
+
+WEIGHTS_FILE = "weights.npz"
+MANIFEST_FILE = "model.json"
+ALIASES_FILE = "aliases.json"
+PRODUCTION = "production"
+_MAX_PUBLISH_ATTEMPTS = 1000
+
+
+class RegistryError(Exception):
+    """Base for registry problems; ``status`` is the HTTP status an API should answer with."""
+
+    status = 500
+
+
+class ModelNotFound(RegistryError):
+    status = 404
+
+
+class VersionNotFound(RegistryError):
+    status = 404
+
+
+class NoModelPublished(RegistryError):
+    """The name exists (or not) but holds no version yet: a service is not ready, not broken."""
+
+    status = 503
+
+
+class DigestMismatch(RegistryError):
+    status = 500
+
+
+class ModelRegistry:
+    """All models under one root directory; cheap to construct, safe across processes."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # ---------------------------------------------------------------- paths and listing
+
+    def model_dir(self, name: str) -> Path:
+        if not name or "/" in name or name.startswith("."):
+            raise ModelNotFound(f"invalid model name {name!r}")
+        return self.root / name
+
+    def version_dir(self, name: str, version: int) -> Path:
+        return self.model_dir(name) / str(int(version))
+
+    def model_names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def versions(self, name: str) -> list[int]:
+        directory = self.model_dir(name)
+        if not directory.is_dir():
+            return []
+        return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and int(p.name) > 0)
+
+    def fingerprint(self, name: str) -> tuple[int, ...]:
+        """A cheap stat-based token that changes whenever a version or an alias changes.
+
+        A new version is a rename inside the model directory (its mtime moves); aliases are
+        replaced by rename (a new inode). Comparing tokens costs two ``stat`` calls.
+        """
+        token: list[int] = []
+        for path in (self.model_dir(name), self.model_dir(name) / ALIASES_FILE):
+            try:
+                st = path.stat()
+                token += [st.st_mtime_ns, st.st_ino, st.st_size]
+            except FileNotFoundError:
+                token += [0, 0, 0]
+        return tuple(token)
+
+    # ---------------------------------------------------------------- aliases
+
+    def aliases(self, name: str) -> dict[str, int]:
+        path = self.model_dir(name) / ALIASES_FILE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        return {str(k): int(v) for k, v in data.items()}
+
+    @contextlib.contextmanager
+    def _aliases_lock(self, name: str) -> Iterator[None]:
+        # Alias updates are read-modify-write; an flock on a side file serialises them across
+        # processes (and containers sharing the volume) without blocking readers.
+        directory = self.model_dir(name)
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / ".aliases.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write_aliases(self, name: str, aliases: dict[str, int]) -> None:
+        directory = self.model_dir(name)
+        _atomic_write(directory / ALIASES_FILE, json.dumps(dict(sorted(aliases.items())), indent=2).encode())
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, int]:
+        """Point ``alias`` at an existing ``version``; returns all aliases after the change."""
+        if not alias or not alias.replace("-", "").replace("_", "").isalnum() or alias.isdigit():
+            raise RegistryError(f"invalid alias {alias!r}: use letters, digits, '-' or '_', not only digits")
+        with self._aliases_lock(name):
+            if version not in self.versions(name):
+                raise VersionNotFound(f"model {name!r} has no version {version}")
+            aliases = self.aliases(name)
+            aliases[alias] = int(version)
+            self._write_aliases(name, aliases)
+            return aliases
+
+    def resolve(self, name: str, version: int | None = None, alias: str | None = None) -> int:
+        """The version number that ``version`` / ``alias`` (default: production) designates."""
+        versions = self.versions(name)
+        if not versions:
+            if not self.model_dir(name).is_dir():
+                raise NoModelPublished(f"no model {name!r} has been published yet")
+            raise NoModelPublished(f"model {name!r} has no published version yet")
+        if version is not None:
+            if version not in versions:
+                raise VersionNotFound(f"model {name!r} has no version {version} "
+                                      f"(available: {', '.join(map(str, versions))})")
+            return version
+        aliases = self.aliases(name)
+        wanted = alias or PRODUCTION
+        if wanted in aliases:
+            return aliases[wanted]
+        if alias is None:
+            return versions[-1]  # no production alias at all: serve the newest version
+        raise VersionNotFound(f"model {name!r} has no alias {alias!r} "
+                              f"(aliases: {', '.join(sorted(aliases)) or 'none'})")
+
+    # ---------------------------------------------------------------- publish and load
+
+    def publish_version(self, name: str, network: Network, manifest: dict[str, Any],
+                        scaling: InputScaling | None = None) -> int:
+        """Write a new version atomically and return its number (1, 2, ... never reused).
+
+        The first version of a model also becomes ``production`` when no alias exists yet.
+        """
+        directory = self.model_dir(name)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
+        try:
+            buffer = io.BytesIO()
+            np.savez(buffer, **{k: np.asarray(v, dtype=np.float32) for k, v in network.arrays().items()})
+            weights = buffer.getvalue()
+            _write_file(tmp / WEIGHTS_FILE, weights)
+            full_manifest = {
+                "name": name,
+                "format": "mnist-serve/numpy-mlp/1",
+                "architecture": network.architecture(),
+                "input_scaling": (scaling or InputScaling()).to_json(),
+                "weights_file": WEIGHTS_FILE,
+                "weights_sha256": hashlib.sha256(weights).hexdigest(),
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                **manifest,
+            }
+            _write_file(tmp / MANIFEST_FILE, json.dumps(full_manifest, indent=2, default=_json_default).encode())
+            os.chmod(tmp, 0o755)
+            version = self._rename_into_next_version(name, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _fsync_dir(directory)
+        with self._aliases_lock(name):
+            aliases = self.aliases(name)
+            if not aliases:
+                self._write_aliases(name, {PRODUCTION: version})
+        return version
+
+    def _rename_into_next_version(self, name: str, tmp: Path) -> int:
+        candidate = (max(self.versions(name), default=0)) + 1
+        for _ in range(_MAX_PUBLISH_ATTEMPTS):
+            try:
+                os.rename(tmp, self.version_dir(name, candidate))
+                return candidate
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                candidate += 1  # another publisher won this number; take the next
+        raise RegistryError(f"could not find a free version number for {name!r}")
+
+    def manifest(self, name: str, version: int) -> dict[str, Any]:
+        path = self.version_dir(name, version) / MANIFEST_FILE
+        try:
+            manifest = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise VersionNotFound(f"model {name!r} has no version {version}") from None
+        manifest["version"] = int(version)
+        return manifest
+
+    def load(self, name: str, version: int | None = None, alias: str | None = None) -> Model:
+        """Load and verify a version; a weights digest that does not match refuses to load."""
+        version = self.resolve(name, version, alias)
+        manifest = self.manifest(name, version)
+        weights_path = self.version_dir(name, version) / manifest.get("weights_file", WEIGHTS_FILE)
+        raw = weights_path.read_bytes()
+        actual = hashlib.sha256(raw).hexdigest()
+        if actual != manifest.get("weights_sha256"):
+            raise DigestMismatch(f"model {name!r} version {version}: {weights_path.name} has sha256 "
+                                 f"{actual[:12]}..., manifest says {str(manifest.get('weights_sha256'))[:12]}...; "
+                                 f"refusing to load it")
+        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        network = Network.from_arrays(manifest["architecture"], arrays)
+        return Model(network, InputScaling.from_json(manifest["input_scaling"]), name, version, manifest)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in a manifest")
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary sibling and rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,32 @@
+"""Configuration from environment variables (12-factor), read once through pydantic-settings.
+
+Every process (API, worker, trainer) builds one ``Settings`` at start-up and passes it down;
+nothing reads ``os.environ`` anywhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore",
+                                      protected_namespaces=())
+
+    models_dir: Path = Field(Path("models"), description="root of the model registry")
+    model_name: str = Field("mnist", description="the model this deployment serves")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for the job queues")
+    api_key: str | None = Field(None, description="bearer token for promotion and retraining; unset refuses them")
+    require_key_for_all: bool = Field(False, description="also require the key for predictions and scoring")
+    data_dir: Path = Field(Path("data"), description="datasets the server may train on by name")
+    jobs_dir: Path = Field(Path("jobs"), description="uploaded CSVs and job results")
+    max_instances: int = Field(4096, ge=1, description="instances per prediction request")
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest prediction request body")
+    max_upload_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1024, description="largest CSV/dataset upload")
+    reload_interval: float = Field(0.5, ge=0.0, description="seconds between registry checks for a new model")
+    job_retention_seconds: int = Field(7 * 24 * 3600, ge=60, description="how long uploads and results are kept")
+    job_timeout_seconds: int = Field(6 * 3600, ge=10, description="longest a job may run")
+    log_level: str = Field("INFO", description="logging level of every process")

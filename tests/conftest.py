@@ -1,0 +1,99 @@
+"""Shared fixtures: real MNIST digits, a small trained registry, a private Redis, real gunicorn.
+
+MNIST comes from ``$MNIST_DIR`` (default ``../shared/data/mnist`` beside the repository).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from core.datasets import Dataset, load_dataset
+from core.registry import ModelRegistry
+from core.training_config import TrainConfig
+from tests.support import REPO_ROOT, GunicornServer, RedisServer
+from trainer.pipeline import train_and_publish
+
+API_KEY = "test-key"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    path = Path(os.environ.get("MNIST_DIR", REPO_ROOT.parent / "shared" / "data" / "mnist"))
+    if not (path / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"MNIST test split not found in {path} (set MNIST_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir: Path) -> Dataset:
+    """All 10,000 real digits of MNIST's test split."""
+    return load_dataset(mnist_dir)
+
+
+@pytest.fixture(scope="session")
+def base_registry(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+    """A registry with two small real models: v1 (production, ~95%) and v2 (weaker, ~90%).
+
+    Trained once per session in a few seconds; tests copy it before changing anything.
+    """
+    root = tmp_path_factory.mktemp("registry")
+    registry = ModelRegistry(root)
+    strong = TrainConfig(hidden=[64], epochs=4, dropout=0.0, augment_shift=0, early_stopping=0, seed=1)
+    weak = TrainConfig(hidden=[16], epochs=1, dropout=0.0, augment_shift=0, early_stopping=0, seed=2)
+    train_and_publish(registry, "mnist", mnist_dir, strong)
+    train_and_publish(registry, "mnist", mnist_dir, weak)
+    return root
+
+
+@pytest.fixture()
+def models_dir(tmp_path: Path, base_registry: Path) -> Path:
+    """A private copy of the base registry that a test may change."""
+    target = tmp_path / "models"
+    shutil.copytree(base_registry, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def start_api(tmp_path: Path, redis_server: RedisServer) -> Iterator[Callable[..., GunicornServer]]:
+    """Factory: ``start_api(models_dir, **env)`` runs the app under gunicorn; stopped at teardown."""
+    servers: list[GunicornServer] = []
+
+    def start(models_dir: Path, workers: int = 2, **env: str) -> GunicornServer:
+        base = {"MODELS_DIR": str(models_dir), "REDIS_URL": redis_server.url, "API_KEY": API_KEY,
+                "JOBS_DIR": str(tmp_path / "jobs"), "DATA_DIR": str(tmp_path / "data"),
+                "RELOAD_INTERVAL": "0.2"}
+        server = GunicornServer({**base, **env}, tmp_path / "logs", workers=workers)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory, base_registry: Path, redis_server: RedisServer
+        ) -> Iterator[GunicornServer]:
+    """One gunicorn server per test module over a copy of the base registry (read-only use)."""
+    root = tmp_path_factory.mktemp("api")
+    shutil.copytree(base_registry, root / "models")
+    server = GunicornServer({"MODELS_DIR": str(root / "models"), "REDIS_URL": redis_server.url,
+                             "API_KEY": API_KEY, "JOBS_DIR": str(root / "jobs"), "DATA_DIR": str(root / "data"),
+                             "RELOAD_INTERVAL": "0.2"}, root / "logs")
+    server.start()
+    yield server
+    server.stop()

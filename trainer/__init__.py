@@ -1,0 +1,1 @@
+"""The trainer: training loop, augmentation, evaluation and the ``python -m trainer`` CLI."""

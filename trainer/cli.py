@@ -1,0 +1,153 @@
+"""``python -m trainer``: train, evaluate, and manage registry versions from the command line.
+
+Human-readable progress goes to stderr; with ``--json`` the last line on stdout is one JSON
+object, so scripts can read results without parsing prose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from core.datasets import DatasetError, load_dataset
+from core.registry import ModelRegistry, RegistryError
+from core.settings import Settings
+from core.training_config import PRESETS, TrainConfig
+from trainer.evaluation import evaluate, format_report
+from trainer.pipeline import train_and_publish
+from trainer.training import EpochReport
+
+
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--models-dir", default=str(settings.models_dir),
+                         help="registry root (env MODELS_DIR, default %(default)s)")
+        sub.add_argument("--model", default=settings.model_name, help="model name (default %(default)s)")
+        sub.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+
+    train_cmd = commands.add_parser("train", help="train a network and publish it as a new version")
+    common(train_cmd)
+    train_cmd.add_argument("--data", required=True, help="MNIST IDX directory or file, Kaggle train.csv, or .npz")
+    dev = train_cmd.add_mutually_exclusive_group()
+    dev.add_argument("--dev-data", help="labelled dev set; default: the last --dev-fraction of --data")
+    dev.add_argument("--dev-fraction", type=float, default=0.2, help="share of rows held out (default 0.2)")
+    train_cmd.add_argument("--preset", choices=PRESETS, default="default",
+                           help="'seed' reproduces the tutorial 784-10-10 network")
+    train_cmd.add_argument("--hidden", type=int, nargs="+", help="hidden layer widths, e.g. --hidden 256 128")
+    train_cmd.add_argument("--optimizer", choices=["gd", "sgd", "momentum", "adam"])
+    train_cmd.add_argument("--lr", type=float, help="initial learning rate")
+    train_cmd.add_argument("--lr-schedule", choices=["constant", "inverse", "cosine"])
+    train_cmd.add_argument("--lr-decay", type=float, help="decay for the inverse schedule")
+    train_cmd.add_argument("--momentum", type=float)
+    train_cmd.add_argument("--weight-decay", type=float, help="L2 penalty")
+    train_cmd.add_argument("--dropout", type=float)
+    train_cmd.add_argument("--epochs", type=int)
+    train_cmd.add_argument("--batch-size", type=int, help="0 = full batch")
+    train_cmd.add_argument("--augment-shift", type=int, help="random shift in pixels (0 = off)")
+    train_cmd.add_argument("--early-stopping", type=int, help="patience in epochs (0 = off)")
+    train_cmd.add_argument("--init", choices=["he", "uniform"])
+    train_cmd.add_argument("--seed", type=int)
+
+    eval_cmd = commands.add_parser("evaluate", help="accuracy, loss, per-class metrics, confusion matrix")
+    common(eval_cmd)
+    eval_cmd.add_argument("--data", required=True)
+    which = eval_cmd.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int)
+    which.add_argument("--alias")
+
+    models_cmd = commands.add_parser("models", help="list, show or promote registry versions")
+    models_sub = models_cmd.add_subparsers(dest="action", required=True)
+    for action in ("list", "show", "promote"):
+        sub = models_sub.add_parser(action)
+        common(sub)
+        if action in ("show", "promote"):
+            sub.add_argument("version", type=int)
+        if action == "promote":
+            sub.add_argument("--alias", default="production", help="alias to point (default %(default)s)")
+    return parser
+
+
+CONFIG_FIELDS = ("hidden", "optimizer", "lr", "lr_schedule", "lr_decay", "momentum", "weight_decay", "dropout",
+                 "epochs", "batch_size", "augment_shift", "early_stopping", "init", "seed")
+
+
+def _print_epoch(report: EpochReport) -> None:
+    dev = (f"  dev loss {report.dev_loss:.4f} acc {report.dev_accuracy:.4f}"
+           if report.dev_loss is not None else "")
+    line = (f"epoch {report.epoch:>3}/{report.epochs}  loss {report.train_loss:.4f} "
+            f"acc {report.train_accuracy:.4f}{dev}  lr {report.learning_rate:.2e}  {report.seconds:.2f}s")
+    if sys.stderr.isatty():
+        width = 20
+        done = round(width * report.epoch / report.epochs)
+        end = "\n" if report.epoch == report.epochs else ""
+        sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {line}{end}")
+    else:
+        sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = {name: getattr(args, name) for name in CONFIG_FIELDS}
+    config = TrainConfig.for_preset(args.preset, **overrides)
+    registry = ModelRegistry(args.models_dir)
+    published = train_and_publish(registry, args.model, args.data, config, args.dev_data, args.dev_fraction,
+                                  on_epoch=_print_epoch)
+    summary = published.summary()
+    metrics = summary["metrics"]
+    print(f"published {published.name} version {published.version} at {published.path}: "
+          f"dev accuracy {metrics.get('dev_accuracy', float('nan')):.4f} "
+          f"(best epoch {published.result.best_epoch}, {published.result.seconds:.1f}s)", file=sys.stderr)
+    return summary
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    model = ModelRegistry(args.models_dir).load(args.model, version=args.version, alias=args.alias)
+    report = evaluate(model, load_dataset(args.data))
+    print(format_report(report), file=sys.stderr)
+    return report
+
+
+def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
+    registry = ModelRegistry(args.models_dir)
+    if args.action == "promote":
+        aliases = registry.set_alias(args.model, args.alias, args.version)
+        print(f"{args.model}: {args.alias} -> version {args.version}", file=sys.stderr)
+        return {"model": args.model, "aliases": aliases}
+    if args.action == "show":
+        return registry.manifest(args.model, args.version)
+    aliases = registry.aliases(args.model)
+    versions = []
+    for version in registry.versions(args.model):
+        manifest = registry.manifest(args.model, version)
+        tags = [alias for alias, v in aliases.items() if v == version]
+        metrics = manifest.get("metrics", {})
+        versions.append({"version": version, "created_at": manifest.get("created_at"),
+                         "aliases": tags, "dev_accuracy": metrics.get("dev_accuracy")})
+        print(f"{version:>4}  {manifest.get('created_at')}  dev_accuracy {metrics.get('dev_accuracy', 0):.4f}"
+              f"  {' '.join(tags)}", file=sys.stderr)
+    return {"model": args.model, "versions": versions, "aliases": aliases}
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings()
+    args = build_parser(settings).parse_args(argv)
+    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "models": cmd_models}[args.command]
+    try:
+        result = handler(args)
+    except (DatasetError, RegistryError, ValidationError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if getattr(args, "json", False):
+            print(json.dumps({"error": str(exc)}))
+        return 2
+    if args.json:
+        print(json.dumps(result, default=str))
+    elif args.command == "models" and args.action == "show":
+        print(json.dumps(result, indent=2))
+    return 0

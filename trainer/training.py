@@ -1,0 +1,137 @@
+"""The training loop: mini-batch (or full-batch) gradient descent over the from-scratch network.
+
+``train`` is pure computation on arrays: it reports each epoch through a callback and returns
+the trained network with its curve and metrics. Publishing is the caller's business.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.datasets import N_CLASSES, N_PIXELS, Dataset
+from core.model import InputScaling, Model
+from core.network import Network, cross_entropy, softmax, softmax_cross_entropy_backward
+from core.optimizers import make_optimizer, scheduled_learning_rate
+from core.training_config import TrainConfig
+from trainer.augment import random_shift
+
+
+class TrainingCanceled(Exception):
+    """Raised by an ``on_epoch`` callback to stop a run; nothing is returned or published."""
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    epochs: int
+    train_loss: float
+    train_accuracy: float
+    dev_loss: float | None
+    dev_accuracy: float | None
+    learning_rate: float
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class TrainResult:
+    model: Model
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def loss_and_accuracy(model: Model, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    probabilities = model.predict_proba(X)
+    return cross_entropy(probabilities, y), float((probabilities.argmax(axis=1) == y).mean())
+
+
+def train(train_set: Dataset, dev_set: Dataset | None, config: TrainConfig,
+          on_epoch: Callable[[EpochReport], None] | None = None) -> TrainResult:
+    """Train a fresh network on ``train_set``; with ``dev_set`` keep the epoch of lowest dev loss
+    when early stopping is on, and report dev metrics every epoch."""
+    if train_set.y is None:
+        raise ValueError("training data has no labels")
+    started = time.perf_counter()
+    scaling = InputScaling()
+    rng = np.random.default_rng(config.seed)
+    network = Network.mlp([N_PIXELS, *config.hidden, N_CLASSES], dropout=config.dropout,
+                          init=config.init, seed=config.seed)
+    model = Model(network, scaling)
+    optimizer = make_optimizer(config.optimizer, config.lr, config.weight_decay, config.momentum)
+
+    # Scale once up front (float32), so every epoch only shifts and slices.
+    X_raw = np.asarray(train_set.X)
+    X = scaling.apply(X_raw)
+    y = train_set.y
+    n = len(X)
+    batch_size = n if config.batch_size == 0 else min(config.batch_size, n)
+    steps_per_epoch = -(-n // batch_size)
+    total_steps = steps_per_epoch * config.epochs
+
+    curve: list[dict[str, Any]] = []
+    best = (np.inf, 0, network.arrays())
+    stale_epochs = 0
+    step = 0
+    for epoch in range(1, config.epochs + 1):
+        epoch_start = time.perf_counter()
+        order = rng.permutation(n) if batch_size < n else np.arange(n)
+        loss_sum = correct = 0.0
+        for start in range(0, n, batch_size):
+            index = order[start:start + batch_size]
+            batch = X[index]
+            if config.augment_shift:
+                batch = random_shift(batch, config.augment_shift, rng)
+            optimizer.learning_rate = scheduled_learning_rate(
+                config.lr_schedule, config.lr, step / max(total_steps - 1, 1), config.lr_decay, step)
+            probabilities = softmax(network.forward(batch, training=True))
+            labels = y[index]
+            loss_sum += cross_entropy(probabilities, labels) * len(index)
+            correct += float((probabilities.argmax(axis=1) == labels).sum())
+            network.backward(softmax_cross_entropy_backward(probabilities, labels))
+            optimizer.step(network.dense_layers)
+            step += 1
+        dev_loss = dev_accuracy = None
+        if dev_set is not None and dev_set.y is not None:
+            dev_loss, dev_accuracy = loss_and_accuracy(model, dev_set.X, dev_set.y)
+        report = EpochReport(epoch, config.epochs, loss_sum / n, correct / n, dev_loss, dev_accuracy,
+                             optimizer.learning_rate, time.perf_counter() - epoch_start)
+        curve.append(report.as_dict())
+        if on_epoch is not None:
+            on_epoch(report)
+        if config.early_stopping and dev_loss is not None:
+            if dev_loss < best[0]:
+                best, stale_epochs = (dev_loss, epoch, _copy_arrays(network)), 0
+            else:
+                stale_epochs += 1
+                if stale_epochs >= config.early_stopping:
+                    break
+
+    best_epoch = len(curve)
+    if config.early_stopping and best[1]:
+        _restore_arrays(network, best[2])
+        best_epoch = best[1]
+    metrics: dict[str, float] = {}
+    # Training accuracy on the un-augmented data with dropout off: what the model really fits.
+    metrics["train_loss"], metrics["train_accuracy"] = loss_and_accuracy(model, X_raw, y)
+    if dev_set is not None and dev_set.y is not None:
+        metrics["dev_loss"], metrics["dev_accuracy"] = loss_and_accuracy(model, dev_set.X, dev_set.y)
+    return TrainResult(model, curve, best_epoch, metrics, time.perf_counter() - started)
+
+
+def _copy_arrays(network: Network) -> dict[str, np.ndarray]:
+    return {key: value.copy() for key, value in network.arrays().items()}
+
+
+def _restore_arrays(network: Network, arrays: dict[str, np.ndarray]) -> None:
+    for i, layer in enumerate(network.dense_layers):
+        layer.weights[...] = arrays[f"dense{i}_weights"]
+        layer.biases[...] = arrays[f"dense{i}_biases"]

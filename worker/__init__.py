@@ -1,0 +1,1 @@
+"""The RQ worker: batch-scoring and retraining jobs, run by ``python -m worker``."""
