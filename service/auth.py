@@ -1,0 +1,49 @@
+"""Bearer-token checks: ``Authorization: Bearer <API_KEY>``.
+
+Endpoints that change what is served (promotion, retraining) always need the key, and are
+refused (403) when the deployment configured none, rather than silently opening up. Other
+endpoints need it only when ``REQUIRE_KEY_FOR_ALL`` is on.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from functools import wraps
+from typing import TypeVar
+
+from flask import request
+
+from service.errors import ApiError
+from service.state import get_state
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def check_api_key(always: bool) -> None:
+    """Raise 401/403 unless the request carries the configured key (or no key is needed)."""
+    settings = get_state().settings
+    if not always and not settings.require_key_for_all:
+        return
+    if not settings.api_key:
+        raise ApiError(403, "this endpoint is disabled: the server has no API_KEY configured")
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "missing 'Authorization: Bearer <API_KEY>' header")
+    if not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
+        raise ApiError(403, "invalid API key")
+
+
+def require_api_key(always: bool = True) -> Callable[[F], F]:
+    """Decorator form of ``check_api_key``."""
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def wrapped(*args: object, **kwargs: object) -> object:
+            check_api_key(always)
+            return view(*args, **kwargs)
+
+        return wrapped  # type: ignore[return-value]
+
+    return decorate
