@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
+import re
 import struct
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,14 +169,26 @@ def _check_header(path: Path, columns: list[str], require_label: bool) -> bool:
 
 def _first_bad_cell(path: Path, frame: pd.DataFrame, first_line: int) -> str:
     """Describe the first cell that is not a number (or is empty) as 'line L, column C (name)'."""
-    for column_index, column in enumerate(frame.columns):
-        numeric = pd.to_numeric(frame[column], errors="coerce")
-        bad = np.flatnonzero(numeric.isna().to_numpy())
-        if bad.size:
-            value = frame[column].iloc[bad[0]]
-            shown = "an empty cell" if pd.isna(value) else f"{value!r} is not a number"
-            return (f"{path}: line {first_line + bad[0]}, column {column_index + 1} ({column}): {shown}")
-    return f"{path}: lines {first_line}..{first_line + len(frame) - 1}: unreadable cells"
+    bad_cells = pd.DataFrame({c: pd.to_numeric(frame[c], errors="coerce") for c in frame.columns}).isna().to_numpy()
+    if not bad_cells.any():  # e.g. a column pandas read as True/False: parsed, yet not pixel numbers
+        return f"{path}: lines {first_line}..{first_line + len(frame) - 1}: cells that are not numbers"
+    row, column_index = np.argwhere(bad_cells)[0]  # row-major: the first bad cell in reading order
+    line, column = first_line + int(row), frame.columns[column_index]
+    value = frame[column].iloc[row]
+    if pd.isna(value):
+        # pandas pads a short row (or a blank line) with NaN; say so rather than "empty cell".
+        fields = _count_fields(path, line)
+        if fields != frame.shape[1]:
+            return f"{path}: line {line}: expected {frame.shape[1]} columns, found {fields}"
+        return f"{path}: line {line}, column {column_index + 1} ({column}): an empty cell"
+    return f"{path}: line {line}, column {column_index + 1} ({column}): {value!r} is not a number"
+
+
+def _count_fields(path: Path, line: int) -> int:
+    """Comma-separated fields on 1-based ``line`` (only read on the error path)."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        text = next(itertools.islice(fh, line - 1, None), "").rstrip("\r\n")
+    return text.count(",") + 1 if text else 0
 
 
 def _validate_chunk(path: Path, frame: pd.DataFrame, first_line: int, has_label: bool
@@ -218,6 +233,8 @@ def iter_kaggle_csv(path: str | Path, chunk_rows: int = 10_000, require_label: b
         reader = pd.read_csv(path, chunksize=chunk_rows, engine="c", on_bad_lines="error",
                              skip_blank_lines=False)
         for frame in reader:
+            if frame.empty:
+                continue
             if frame.shape[1] != width:
                 raise DatasetError(f"{path}: expected {width} columns, a chunk has {frame.shape[1]}")
             pixels, labels = _validate_chunk(path, frame, row + 2, has_label)
@@ -230,9 +247,13 @@ def iter_kaggle_csv(path: str | Path, chunk_rows: int = 10_000, require_label: b
 
 
 def _describe_parser_error(exc: pd.errors.ParserError) -> str:
-    # pandas says "Expected 785 fields in line 7, saw 786"; keep its words, they name the line.
-    text = str(exc).strip()
-    return text.replace("Error tokenizing data. C error: ", "")
+    # pandas says "Expected 785 fields in line 7, saw 786"; put it in our "line L: ..." form.
+    text = str(exc).strip().replace("Error tokenizing data. C error: ", "")
+    match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if match:
+        expected, line, found = match.groups()
+        return f"line {line}: expected {expected} columns, found {found}"
+    return text
 
 
 def load_kaggle_csv(path: str | Path, require_label: bool = True) -> Dataset:
@@ -250,13 +271,16 @@ def load_kaggle_csv(path: str | Path, require_label: bool = True) -> Dataset:
 
 def load_npz(path: str | Path) -> Dataset:
     path = Path(path)
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":  # an .npz is a zip archive
+            raise DatasetError(f"{path}: not an .npz archive (no zip header at byte 0)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             if "X" not in archive:
                 raise DatasetError(f"{path}: no array 'X' (found {', '.join(archive.files) or 'none'})")
             X = archive["X"]
             y = archive["y"] if "y" in archive.files else None
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         if isinstance(exc, DatasetError):
             raise
         raise DatasetError(f"{path}: not a readable .npz archive ({exc})") from exc
@@ -271,6 +295,8 @@ def load_npz(path: str | Path) -> Dataset:
         row, col = np.argwhere(~finite)[0]
         raise DatasetError(f"{path}: X[{row}, {col}] = {X[row, col]} is outside 0..255")
     if y is not None:
+        if not np.issubdtype(y.dtype, np.number):
+            raise DatasetError(f"{path}: y has dtype {y.dtype}, expected integer labels 0..9")
         if y.shape != (len(X),):
             raise DatasetError(f"{path}: y has shape {y.shape}, expected ({len(X)},)")
         bad = np.flatnonzero((y < 0) | (y > N_CLASSES - 1) | (y != np.round(y)))
