@@ -1,0 +1,1 @@
+"""Deployment tests: the bootstrap trainer, the no-Docker launcher and docker-compose."""

@@ -1,0 +1,180 @@
+"""``python -m trainer.bootstrap``: first model from the user's data or a verified download, else a clear error.
+
+Downloads are tested against a real HTTP mirror on 127.0.0.1 (python's http.server) serving
+MNIST's t10k files under the training files' names.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.datasets import Dataset
+from core.registry import ModelRegistry
+from tests.support import REPO_ROOT, free_port
+
+TINY = "--epochs 2 --hidden 32 --dropout 0 --augment-shift 0 --early-stopping 0 --lr-schedule constant --seed 3"
+
+
+def run_bootstrap(tmp_path: Path, models: Path, data: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "MODELS_DIR": str(models), "DATA_DIR": str(data), "TRAIN_ARGS": TINY,
+                "MNIST_URLS": "", "DOWNLOAD_TIMEOUT": "10", **env}
+    return subprocess.run([sys.executable, "-m", "trainer.bootstrap"], cwd=REPO_ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=180)
+
+
+@pytest.fixture()
+def mirror_files(tmp_path: Path, mnist_dir: Path) -> Path:
+    """A folder laid out like an MNIST mirror: t10k files renamed to the training files' names."""
+    root = tmp_path / "mirror"
+    root.mkdir()
+    shutil.copy(mnist_dir / "t10k-images-idx3-ubyte.gz", root / "train-images-idx3-ubyte.gz")
+    shutil.copy(mnist_dir / "t10k-labels-idx1-ubyte.gz", root / "train-labels-idx1-ubyte.gz")
+    return root
+
+
+def serve(directory: Path) -> Iterator[str]:
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # keep pytest output readable
+        pass
+
+
+@pytest.fixture()
+def good_mirror(mirror_files: Path) -> Iterator[str]:
+    yield from serve(mirror_files)
+
+
+@pytest.fixture()
+def tampered_mirror(tmp_path: Path, mirror_files: Path) -> Iterator[str]:
+    """Same names, one byte flipped in each file: a corrupted or malicious mirror."""
+    root = tmp_path / "tampered"
+    shutil.copytree(mirror_files, root)
+    for path in root.iterdir():
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    yield from serve(root)
+
+
+def t10k_digests(mnist_dir: Path) -> str:
+    """MNIST_SHA256 for a mirror serving t10k under train names, from the data folder's SHA256SUMS."""
+    sums = dict(reversed(line.split()) for line in (mnist_dir / "SHA256SUMS").read_text().splitlines() if line)
+    for name, digest in sums.items():  # the published digests are what the files really hash to
+        assert hashlib.sha256((mnist_dir / name).read_bytes()).hexdigest() == digest
+    return (f"train-images-idx3-ubyte.gz={sums['t10k-images-idx3-ubyte.gz']} "
+            f"train-labels-idx1-ubyte.gz={sums['t10k-labels-idx1-ubyte.gz']}")
+
+
+def published(models: Path) -> tuple[list[int], dict]:
+    registry = ModelRegistry(models)
+    versions = registry.versions("mnist")
+    return versions, registry.manifest("mnist", versions[-1]) if versions else {}
+
+
+def test_existing_model_is_left_alone(tmp_path: Path, models_dir: Path) -> None:
+    before = ModelRegistry(models_dir).versions("mnist")
+    result = run_bootstrap(tmp_path, models_dir, tmp_path / "no-data")
+    assert result.returncode == 0, result.stderr
+    assert "nothing to do" in result.stderr
+    assert ModelRegistry(models_dir).versions("mnist") == before
+
+
+def test_trains_from_idx_files_in_data_dir(tmp_path: Path, mnist_dir: Path) -> None:
+    models = tmp_path / "models"
+    result = run_bootstrap(tmp_path, models, mnist_dir.parent)  # IDX files one folder below DATA_DIR
+    assert result.returncode == 0, result.stderr
+    versions, manifest = published(models)
+    assert versions == [1]
+    assert ModelRegistry(models).aliases("mnist") == {"production": 1}
+    assert manifest["dataset"]["train"]["source"].startswith(str(mnist_dir))
+    assert manifest["hyperparameters"]["epochs"] == 2 and manifest["hyperparameters"]["hidden"] == [32]
+    assert manifest["metrics"]["dev_accuracy"] > 0.8
+    assert json.loads(result.stdout.strip().splitlines()[-1])["version"] == 1
+    # a second run finds the model and does not train again
+    again = run_bootstrap(tmp_path, models, mnist_dir.parent)
+    assert again.returncode == 0 and published(models)[0] == [1]
+
+
+def test_kaggle_train_csv_wins(tmp_path: Path, mnist: Dataset, mnist_dir: Path) -> None:
+    data = tmp_path / "data"
+    (data / "idx").mkdir(parents=True)
+    shutil.copy(mnist_dir / "t10k-images-idx3-ubyte.gz", data / "idx")
+    shutil.copy(mnist_dir / "t10k-labels-idx1-ubyte.gz", data / "idx")
+    rows = np.column_stack([mnist.y[:1500], mnist.X[:1500].astype(np.int64)])
+    header = "label," + ",".join(f"pixel{i}" for i in range(784))
+    np.savetxt(data / "train.csv", rows, fmt="%d", delimiter=",", header=header, comments="")
+    models = tmp_path / "models"
+    result = run_bootstrap(tmp_path, models, data)
+    assert result.returncode == 0, result.stderr
+    versions, manifest = published(models)
+    assert versions == [1]
+    assert manifest["dataset"]["train"]["source"] == str(data / "train.csv")
+    assert manifest["dataset"]["train"]["rows"] + manifest["dataset"]["dev"]["rows"] == 1500
+
+
+def test_no_data_and_no_download_says_what_to_put_where(tmp_path: Path) -> None:
+    models, data = tmp_path / "models", tmp_path / "data"
+    result = run_bootstrap(tmp_path, models, data)
+    assert result.returncode == 2
+    assert f"data folder {data}" in result.stderr
+    assert "train.csv" in result.stderr and "train-images-idx3-ubyte" in result.stderr
+    assert "MNIST_URLS" in result.stderr
+    assert published(models)[0] == []
+
+
+def test_download_from_local_mirror_skips_a_tampered_one(tmp_path: Path, mnist_dir: Path, tampered_mirror: str,
+                                                         good_mirror: str) -> None:
+    models, data = tmp_path / "models", tmp_path / "data"
+    dead = f"http://127.0.0.1:{free_port()}/"
+    result = run_bootstrap(tmp_path, models, data, MNIST_URLS=f"{dead},{tampered_mirror} {good_mirror}",
+                           MNIST_SHA256=t10k_digests(mnist_dir))
+    assert result.returncode == 0, result.stderr
+    assert "SHA-256 mismatch" in result.stderr  # the tampered mirror was tried and refused
+    downloads = data / "downloads"
+    assert sorted(p.name for p in downloads.iterdir()) == ["train-images-idx3-ubyte.gz",
+                                                            "train-labels-idx1-ubyte.gz"]
+    for name in ("images-idx3", "labels-idx1"):
+        assert (downloads / f"train-{name}-ubyte.gz").read_bytes() == (mnist_dir / f"t10k-{name}-ubyte.gz").read_bytes()
+    versions, manifest = published(models)
+    assert versions == [1]
+    assert manifest["dataset"]["train"]["source"].startswith(str(downloads))
+
+
+def test_digest_mismatch_is_refused(tmp_path: Path, good_mirror: str) -> None:
+    """The canonical train digests do not match t10k bytes: nothing is kept, nothing is trained."""
+    models, data = tmp_path / "models", tmp_path / "data"
+    result = run_bootstrap(tmp_path, models, data, MNIST_URLS=good_mirror)
+    assert result.returncode == 2
+    assert result.stderr.count("refused: SHA-256 mismatch") == 2  # one per file, each logged once
+    assert "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609" in result.stderr
+    assert list((data / "downloads").iterdir()) == []  # no partial or unverified file left behind
+    assert published(models)[0] == []
+
+
+def test_bad_digest_setting_is_reported(tmp_path: Path) -> None:
+    result = run_bootstrap(tmp_path, tmp_path / "models", tmp_path / "data", MNIST_SHA256="train-images=abc")
+    assert result.returncode == 2
+    assert "MNIST_SHA256" in result.stderr and "train-images=abc" in result.stderr

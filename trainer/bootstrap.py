@@ -1,0 +1,211 @@
+"""``python -m trainer.bootstrap``: train and publish the first model when the registry is empty.
+
+Run once before the API starts (the one-shot ``trainer`` service of docker-compose, and
+``deploy/run-local``). When the model already has a version it does nothing and exits 0, so it
+is safe to run on every start. Otherwise the training data is, in this order:
+
+1. the user's own files in ``DATA_DIR``: a Kaggle ``train.csv``, or MNIST IDX files
+   (``*-images-idx3-ubyte[.gz]`` with their labels) in ``DATA_DIR`` or one folder below it;
+2. MNIST's training split already downloaded into ``DOWNLOAD_DIR`` by an earlier run;
+3. MNIST downloaded from the mirrors in ``MNIST_URLS`` (an offline site lists its own mirror),
+   each file verified against its known SHA-256 digest and refused when it does not match.
+
+When none of these works it exits 2 with a message that says what to put where.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import shlex
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.registry import ModelRegistry
+from core.settings import Settings
+from trainer.cli import main as trainer_main
+
+# Digests of the canonical MNIST training files (the .gz files every mirror serves). The t10k
+# pair matches ../shared/data/mnist/SHA256SUMS; all four agree across independent sources.
+MNIST_TRAIN_FILES: dict[str, str] = {
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+}
+DEFAULT_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "https://yann.lecun.com/exdb/mnist/",
+)
+EXIT_NO_DATA = 2
+_CHUNK = 1 << 16
+
+
+class BootstrapSettings(BaseSettings):
+    """Settings only the bootstrap reads (the shared ones come from ``core.settings.Settings``)."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    mnist_urls: str = Field(" ".join(DEFAULT_MIRRORS),
+                            description="base URLs serving MNIST's train-*.gz files, separated by spaces or "
+                                        "commas, tried in order; empty disables downloading")
+    download_dir: Path | None = Field(None, description="where downloaded MNIST goes (default DATA_DIR/downloads)")
+    download_timeout: float = Field(60.0, gt=0, description="seconds before a silent mirror is given up")
+    mnist_sha256: str = Field("", description="override the expected digests for a mirror serving other "
+                                              "IDX files: 'train-images-idx3-ubyte.gz=<hex> "
+                                              "train-labels-idx1-ubyte.gz=<hex>'")
+    train_args: str = Field("", description="extra `python -m trainer train` flags, e.g. '--epochs 3'")
+
+    def mirrors(self) -> list[str]:
+        return [url if url.endswith("/") else url + "/" for url in self.mnist_urls.replace(",", " ").split()]
+
+    def digests(self) -> dict[str, str]:
+        digests = dict(MNIST_TRAIN_FILES)
+        for item in self.mnist_sha256.replace(",", " ").split():
+            name, _, value = item.partition("=")
+            if name not in digests or len(value) != 64:
+                raise ValueError(f"MNIST_SHA256: {item!r} is not '<one of {', '.join(digests)}>=<64 hex digits>'")
+            digests[name] = value.lower()
+        return digests
+
+
+def log(message: str) -> None:
+    print(f"[bootstrap] {message}", file=sys.stderr, flush=True)
+
+
+def find_user_data(data_dir: Path) -> Path | None:
+    """A Kaggle train.csv or an MNIST IDX folder inside ``data_dir`` (or one level below)."""
+    if not data_dir.is_dir():
+        return None
+    folders = [data_dir, *sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))]
+    for folder in folders:
+        if (folder / "train.csv").is_file():
+            return folder / "train.csv"
+    for folder in folders:
+        images = sorted(p for p in folder.iterdir() if "images-idx3-ubyte" in p.name)
+        labels = sorted(p for p in folder.iterdir() if "labels-idx1-ubyte" in p.name)
+        if images and labels:
+            return folder
+    return None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verified_download(directory: Path, digests: dict[str, str]) -> bool:
+    """True when ``directory`` already holds both training files with the right digests."""
+    return all((directory / name).is_file() and sha256_of(directory / name) == digest
+               for name, digest in digests.items())
+
+
+def fetch(url: str, target: Path, expected_sha256: str, timeout: float) -> None:
+    """Stream ``url`` to a temporary file beside ``target``; rename only when the digest matches."""
+    tmp = target.with_name(f".{target.name}.part")
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+            while block := response.read(_CHUNK):
+                digest.update(block)
+                out.write(block)
+        if digest.hexdigest() != expected_sha256:
+            raise ValueError(f"SHA-256 mismatch: got {digest.hexdigest()}, expected {expected_sha256}")
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def download_mnist(directory: Path, mirrors: list[str], digests: dict[str, str], timeout: float) -> list[str]:
+    """Fetch each training file from the first mirror that serves it intact; returns the failures."""
+    directory.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []
+    for name, digest in digests.items():
+        target = directory / name
+        if target.is_file() and sha256_of(target) == digest:
+            continue
+        for base in mirrors:
+            url = base + name
+            log(f"downloading {url}")
+            try:
+                fetch(url, target, digest, timeout)
+                break
+            except (OSError, ValueError, urllib.error.URLError) as exc:
+                failures.append(f"{url}: {exc}")
+                log(f"  refused: {exc}")
+    return failures
+
+
+def no_data_message(data_dir: Path, download_dir: Path, mirrors: list[str], failures: list[str]) -> str:
+    tried = "\n".join(f"    {line}" for line in failures) or "    (downloading is disabled: MNIST_URLS is empty)"
+    return (
+        "no training data for the first model.\n"
+        f"Put ONE of these into the data folder {data_dir.resolve()} (with docker-compose: the host folder "
+        "DATA_PATH, default ./data):\n"
+        "  - a Kaggle digit-recognizer train.csv (header label,pixel0,...,pixel783) as train.csv\n"
+        "  - MNIST IDX files train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]\n"
+        f"or let the bootstrap download MNIST into {download_dir.resolve()}: set MNIST_URLS to mirrors "
+        "(space-separated base URLs) serving train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz with "
+        f"the canonical SHA-256 digests. Mirrors tried ({', '.join(mirrors) or 'none'}):\n{tried}"
+    )
+
+
+@contextlib.contextmanager
+def bootstrap_lock(models_dir: Path) -> Iterator[None]:
+    # Two launchers starting at once (e.g. a scaled-out compose run) must not both train.
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with open(models_dir / ".bootstrap.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def run(settings: Settings, boot: BootstrapSettings) -> int:
+    registry = ModelRegistry(settings.models_dir)
+    name = settings.model_name
+    with bootstrap_lock(settings.models_dir):
+        versions = registry.versions(name)
+        if versions:
+            log(f"model {name!r} already has version(s) {versions} in {settings.models_dir}: nothing to do")
+            return 0
+        download_dir = boot.download_dir or settings.data_dir / "downloads"
+        digests = boot.digests()
+        data = find_user_data(settings.data_dir)
+        if data is None and verified_download(download_dir, digests):
+            data = download_dir
+        if data is None:
+            mirrors = boot.mirrors()
+            failures = download_mnist(download_dir, mirrors, digests, boot.download_timeout) if mirrors else []
+            if not verified_download(download_dir, digests):
+                log("error: " + no_data_message(settings.data_dir, download_dir, mirrors, failures))
+                return EXIT_NO_DATA
+            data = download_dir
+        log(f"training the first {name!r} model from {data}")
+        argv = ["train", "--data", str(data), "--models-dir", str(settings.models_dir), "--model", name,
+                *shlex.split(boot.train_args), "--json"]
+        return trainer_main(argv)
+
+
+def main() -> int:
+    try:
+        boot = BootstrapSettings()
+        boot.digests()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError too
+        log(f"error: {exc}")
+        return EXIT_NO_DATA
+    return run(Settings(), boot)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
