@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,12 @@ class NoModelPublished(RegistryError):
 
 class DigestMismatch(RegistryError):
     status = 500
+
+
+class CorruptVersion(DigestMismatch):
+    """A version whose files pass (or lack) the digest check yet cannot be used: unreadable JSON,
+    a weights archive with pickled objects or wrong shapes. A subclass of ``DigestMismatch`` so
+    callers that keep the previous model serving on a bad digest do the same here."""
 
 
 class ModelRegistry:
@@ -200,9 +207,10 @@ class ModelRegistry:
             raise
         _fsync_dir(directory)
         with self._aliases_lock(name):
-            aliases = self.aliases(name)
-            if not aliases:
-                self._write_aliases(name, {PRODUCTION: version})
+            if not self.aliases(name):
+                # Under the lock, so two racing first publishers agree: the lowest number, i.e. the
+                # version whose rename landed first, becomes production.
+                self._write_aliases(name, {PRODUCTION: min(self.versions(name))})
         return version
 
     def _rename_into_next_version(self, name: str, tmp: Path) -> int:
@@ -223,6 +231,10 @@ class ModelRegistry:
             manifest = json.loads(path.read_text())
         except FileNotFoundError:
             raise VersionNotFound(f"model {name!r} has no version {version}") from None
+        except ValueError as exc:  # includes JSONDecodeError and UnicodeDecodeError
+            raise CorruptVersion(f"model {name!r} version {version}: {MANIFEST_FILE} is not JSON ({exc})") from exc
+        if not isinstance(manifest, dict):
+            raise CorruptVersion(f"model {name!r} version {version}: {MANIFEST_FILE} is not a JSON object")
         manifest["version"] = int(version)
         return manifest
 
@@ -237,10 +249,16 @@ class ModelRegistry:
             raise DigestMismatch(f"model {name!r} version {version}: {weights_path.name} has sha256 "
                                  f"{actual[:12]}..., manifest says {str(manifest.get('weights_sha256'))[:12]}...; "
                                  f"refusing to load it")
-        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-        network = Network.from_arrays(manifest["architecture"], arrays)
-        return Model(network, InputScaling.from_json(manifest["input_scaling"]), name, version, manifest)
+        try:
+            # allow_pickle=False: a weights file holds plain arrays; an object array would run code.
+            with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+            network = Network.from_arrays(manifest["architecture"], arrays)
+            scaling = InputScaling.from_json(manifest["input_scaling"])
+        except (ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile) as exc:
+            raise CorruptVersion(f"model {name!r} version {version}: {weights_path.name} or {MANIFEST_FILE} "
+                                 f"cannot be used ({type(exc).__name__}: {exc}); refusing to load it") from exc
+        return Model(network, scaling, name, version, manifest)
 
 
 def _json_default(value: Any) -> Any:
