@@ -30,3 +30,12 @@ class Settings(BaseSettings):
     job_retention_seconds: int = Field(7 * 24 * 3600, ge=60, description="how long uploads and results are kept")
     job_timeout_seconds: int = Field(6 * 3600, ge=10, description="longest a job may run")
     log_level: str = Field("INFO", description="logging level of every process")
+    # Batch jobs (RQ worker). Short intervals let a killed worker's job be retried quickly; the
+    # defaults suit production, tests shrink them to seconds.
+    job_retries: int = Field(2, ge=0, le=10, description="retries of a job whose worker died or that crashed")
+    job_monitoring_interval: int = Field(10, ge=1, description="seconds between a busy worker's job heartbeats")
+    job_heartbeat_grace: int = Field(30, ge=1, description="seconds after a missed heartbeat before a job "
+                                                            "counts as abandoned and is retried")
+    worker_maintenance_interval: int = Field(60, ge=1, description="seconds between abandoned-job and "
+                                                                    "expired-file cleanups in an idle worker")
+    scoring_chunk_rows: int = Field(10_000, ge=1, le=1_000_000, description="CSV rows a scoring job holds at once")

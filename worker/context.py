@@ -1,0 +1,46 @@
+"""Per-process worker state: settings, registry, the shared ``Predictor`` and the Redis link.
+
+Built once when ``python -m worker`` starts; RQ forks a work horse per job, and the horse
+inherits this state, including any model the parent already loaded, so a job never loads
+weights the worker process already holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis
+
+from core.registry import ModelRegistry
+from core.serving import Predictor
+from core.settings import Settings
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    registry: ModelRegistry
+    predictor: Predictor
+    redis: redis.Redis = field(repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerContext:
+        registry = ModelRegistry(settings.models_dir)
+        predictor = Predictor(registry, settings.model_name, check_interval=settings.reload_interval)
+        return cls(settings, registry, predictor, redis.Redis.from_url(settings.redis_url))
+
+
+_context: WorkerContext | None = None
+
+
+def set_context(context: WorkerContext) -> None:
+    global _context
+    _context = context
+
+
+def get_context() -> WorkerContext:
+    """The worker's context; built from the environment when a job runs outside ``python -m worker``."""
+    global _context
+    if _context is None:
+        _context = WorkerContext.from_settings(Settings())
+    return _context
