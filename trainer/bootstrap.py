@@ -52,9 +52,8 @@ class BootstrapSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
-    mnist_urls: str = Field(" ".join(DEFAULT_MIRRORS),
-                            description="base URLs serving MNIST's train-*.gz files, separated by spaces or "
-                                        "commas, tried in order; empty disables downloading")
+    mnist_urls: str = Field("", description="base URLs serving MNIST's train-*.gz files, separated by spaces or "
+                                            "commas, tried in order; empty: the public mirrors; 'none': no download")
     download_dir: Path | None = Field(None, description="where downloaded MNIST goes (default DATA_DIR/downloads)")
     download_timeout: float = Field(60.0, gt=0, description="seconds before a silent mirror is given up")
     mnist_sha256: str = Field("", description="override the expected digests for a mirror serving other "
@@ -63,7 +62,11 @@ class BootstrapSettings(BaseSettings):
     train_args: str = Field("", description="extra `python -m trainer train` flags, e.g. '--epochs 3'")
 
     def mirrors(self) -> list[str]:
-        return [url if url.endswith("/") else url + "/" for url in self.mnist_urls.replace(",", " ").split()]
+        # Empty means "the defaults" so that compose can pass ${MNIST_URLS:-} through unchanged.
+        urls = self.mnist_urls.replace(",", " ").split() or list(DEFAULT_MIRRORS)
+        if [url.lower() for url in urls] == ["none"]:
+            return []
+        return [url if url.endswith("/") else url + "/" for url in urls]
 
     def digests(self) -> dict[str, str]:
         digests = dict(MNIST_TRAIN_FILES)
@@ -146,7 +149,7 @@ def download_mnist(directory: Path, mirrors: list[str], digests: dict[str, str],
 
 
 def no_data_message(data_dir: Path, download_dir: Path, mirrors: list[str], failures: list[str]) -> str:
-    tried = "\n".join(f"    {line}" for line in failures) or "    (downloading is disabled: MNIST_URLS is empty)"
+    tried = "\n".join(f"    {line}" for line in failures) or "    (downloading is disabled: MNIST_URLS=none)"
     return (
         "no training data for the first model.\n"
         f"Put ONE of these into the data folder {data_dir.resolve()} (with docker-compose: the host folder "

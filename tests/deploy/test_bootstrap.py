@@ -30,7 +30,7 @@ TINY = "--epochs 2 --hidden 32 --dropout 0 --augment-shift 0 --early-stopping 0 
 
 def run_bootstrap(tmp_path: Path, models: Path, data: Path, **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "MODELS_DIR": str(models), "DATA_DIR": str(data), "TRAIN_ARGS": TINY,
-                "MNIST_URLS": "", "DOWNLOAD_TIMEOUT": "10", **env}
+                "MNIST_URLS": "none", "DOWNLOAD_TIMEOUT": "10", **env}
     return subprocess.run([sys.executable, "-m", "trainer.bootstrap"], cwd=REPO_ROOT, env=full_env,
                           capture_output=True, text=True, timeout=180)
 
@@ -178,3 +178,11 @@ def test_bad_digest_setting_is_reported(tmp_path: Path) -> None:
     result = run_bootstrap(tmp_path, tmp_path / "models", tmp_path / "data", MNIST_SHA256="train-images=abc")
     assert result.returncode == 2
     assert "MNIST_SHA256" in result.stderr and "train-images=abc" in result.stderr
+
+
+def test_mirror_list_setting() -> None:
+    from trainer.bootstrap import DEFAULT_MIRRORS, BootstrapSettings
+
+    assert BootstrapSettings(mnist_urls="").mirrors() == list(DEFAULT_MIRRORS)  # compose passes "" when unset
+    assert BootstrapSettings(mnist_urls="none").mirrors() == []
+    assert BootstrapSettings(mnist_urls="http://a/x, http://b/y/").mirrors() == ["http://a/x/", "http://b/y/"]
