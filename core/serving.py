@@ -17,7 +17,7 @@ from collections import OrderedDict
 import numpy as np
 
 from core.model import Model
-from core.registry import DigestMismatch, ModelRegistry, RegistryError
+from core.registry import ModelRegistry, NoModelPublished, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class Predictor:
         self._loaded: OrderedDict[int, Model] = OrderedDict()
         self._resolved: dict[str | None, int] = {}
         self._fingerprint: tuple[int, ...] | None = None
+        self._versions: list[int] | None = None  # the registry's versions as of ``_fingerprint``
         self._checked_at = 0.0
         self.last_error: str | None = None
         self._default_error: RegistryError | None = None
@@ -47,7 +48,9 @@ class Predictor:
         fingerprint = self.registry.fingerprint(self.name)
         if fingerprint != self._fingerprint:
             self._fingerprint = fingerprint
+            self._versions = None
             previous = self._resolved
+            # A new dict, never an in-place change: ``loaded_version`` reads it without the lock.
             self._resolved = {}
             # Re-resolve the default at once so a broken new version is noticed (and refused)
             # here, while the previous production model keeps serving.
@@ -62,7 +65,9 @@ class Predictor:
             self.last_error = self._default_error = None
         except RegistryError as exc:
             self.last_error, self._default_error = str(exc), exc
-            if isinstance(exc, DigestMismatch) and fallback is not None:
+            # A broken new production (bad digest, alias to a vanished version) must not take
+            # the service down: keep serving the version we had, and say so in the log.
+            if fallback is not None and not isinstance(exc, NoModelPublished):
                 log.error("%s; keeping version %s", exc, fallback)
                 self._resolved[None] = fallback
 
@@ -90,7 +95,12 @@ class Predictor:
         with self._lock:
             self._refresh_if_changed()
             if version is not None:
-                self.registry.resolve(self.name, version=version)  # raises a clear "no version N"
+                # The version list is cached per fingerprint, so an explicit-version request
+                # costs no directory listing; an unknown number is re-checked for a clear error.
+                if self._versions is None:
+                    self._versions = self.registry.versions(self.name)
+                if version not in self._versions:
+                    self.registry.resolve(self.name, version=version)  # raises a clear "no version N"
                 return self._load(version)
             key = alias
             if key is None and None not in self._resolved:
@@ -107,6 +117,11 @@ class Predictor:
         model = self.get(version, alias)
         labels, probabilities = model.predict(pixels)
         return labels, probabilities, model
+
+    def loaded_versions(self) -> set[int]:
+        """The version numbers held in memory by this process."""
+        with self._lock:
+            return set(self._loaded)
 
     def loaded_version(self) -> int | None:
         """The production version currently held, without touching the registry."""

@@ -1,7 +1,34 @@
-"""gunicorn settings for the API (also what docker-compose and deploy/run-local use)."""
+"""gunicorn settings for the API (also what docker-compose and deploy/run-local use).
 
+``BIND`` and ``WEB_CONCURRENCY`` (workers) come from the environment, ``THREADS`` threads per
+worker (gthread: keep-alive connections, requests overlap numpy work that releases the GIL).
+Prometheus multiprocess mode needs ``PROMETHEUS_MULTIPROC_DIR`` before any worker imports
+prometheus_client, so it is set here, in the master, and inherited by every worker.
+"""
+
+import glob
 import os
+import tempfile
 
 bind = os.environ.get("BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("THREADS", "4"))
+worker_class = "gthread"
 timeout = 60
+keepalive = 5
+
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mnist-serve-metrics-")
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+
+def on_starting(server) -> None:
+    # Samples of a previous run would otherwise be summed into this one's counters.
+    for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.unlink(path)
+
+
+def child_exit(server, worker) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
