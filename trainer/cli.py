@@ -135,16 +135,27 @@ def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
     return {"model": args.model, "versions": versions, "aliases": aliases}
 
 
+def describe_error(exc: Exception) -> str:
+    """One line naming what was wrong; pydantic's multi-line report becomes 'field: problem; ...'."""
+    if isinstance(exc, ValidationError):
+        problems = [f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()]
+        return "invalid training configuration: " + "; ".join(problems)
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     args = build_parser(settings).parse_args(argv)
     handler = {"train": cmd_train, "evaluate": cmd_evaluate, "models": cmd_models}[args.command]
     try:
         result = handler(args)
-    except (DatasetError, RegistryError, ValidationError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (DatasetError, RegistryError, ValidationError, ValueError, OSError) as exc:
+        message = describe_error(exc)
+        print(f"error: {message}", file=sys.stderr)
         if getattr(args, "json", False):
-            print(json.dumps({"error": str(exc)}))
+            print(json.dumps({"error": message}))
         return 2
     if args.json:
         print(json.dumps(result, default=str))
