@@ -1,0 +1,104 @@
+"""``python -m trainer`` through a real subprocess: JSON last lines, progress on stderr, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.registry import ModelRegistry
+from tests.support import REPO_ROOT
+
+SMALL = ["--hidden", "32", "--epochs", "2", "--dropout", "0", "--augment-shift", "0", "--early-stopping", "0",
+         "--seed", "4"]
+
+
+def run_trainer(*args: str | Path, expect: int = 0) -> tuple[dict[str, Any], str]:
+    """Run the CLI; returns (the JSON object on stdout's last line, stderr)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MODELS_DIR", "MODEL_NAME")}
+    proc = subprocess.run([sys.executable, "-m", "trainer", *map(str, args)], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == expect, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    last_line = proc.stdout.strip().splitlines()[-1]
+    return json.loads(last_line), proc.stderr
+
+
+def test_train_then_evaluate_and_manage_versions(tmp_path: Path, mnist_dir: Path) -> None:
+    models = tmp_path / "models"
+    trained, stderr = run_trainer("train", "--data", mnist_dir, "--models-dir", models, *SMALL, "--json")
+    assert trained["model"] == "mnist" and trained["version"] == 1
+    assert trained["path"] == str(models / "mnist" / "1")
+    assert {"dev_accuracy", "dev_loss", "train_accuracy"} <= set(trained["metrics"])
+    assert trained["metrics"]["dev_accuracy"] > 0.85
+    assert "epoch   1/2" in stderr and "epoch   2/2" in stderr and "dev loss" in stderr  # progress on stderr
+    assert "published mnist version 1" in stderr
+
+    evaluated, stderr = run_trainer("evaluate", "--models-dir", models, "--data", mnist_dir, "--json")
+    assert evaluated["n"] == 10_000 and evaluated["version"] == 1
+    assert 0.85 < evaluated["accuracy"] <= 1 and evaluated["loss"] > 0
+    assert len(evaluated["confusion_matrix"]) == 10 and len(evaluated["per_class"]) == 10
+    assert "confusion matrix" in stderr
+
+    second, _ = run_trainer("train", "--data", mnist_dir, "--models-dir", models, "--model", "mnist",
+                            "--dev-fraction", "0.1", *SMALL, "--json")
+    assert second["version"] == 2
+    assert ModelRegistry(models).manifest("mnist", 2)["dataset"]["dev"]["rows"] == 1000
+
+    listed, _ = run_trainer("models", "list", "--models-dir", models, "--json")
+    assert [v["version"] for v in listed["versions"]] == [1, 2]
+    assert listed["aliases"] == {"production": 1} and listed["versions"][0]["aliases"] == ["production"]
+    assert listed["versions"][1]["dev_accuracy"] == pytest.approx(second["metrics"]["dev_accuracy"], abs=1e-6)
+
+    shown, _ = run_trainer("models", "show", "2", "--models-dir", models, "--json")
+    assert shown["version"] == 2 and shown["hyperparameters"]["hidden"] == [32]
+    assert len(shown["weights_sha256"]) == 64
+
+    promoted, stderr = run_trainer("models", "promote", "2", "--models-dir", models, "--json")
+    assert promoted == {"model": "mnist", "aliases": {"production": 2}}
+    assert "production -> version 2" in stderr
+    staged, _ = run_trainer("models", "promote", "1", "--alias", "staging", "--models-dir", models, "--json")
+    assert staged["aliases"] == {"production": 2, "staging": 1}
+    by_alias, _ = run_trainer("evaluate", "--models-dir", models, "--alias", "staging", "--data", mnist_dir, "--json")
+    assert by_alias["version"] == 1 and by_alias["accuracy"] == pytest.approx(evaluated["accuracy"])
+
+
+def test_errors_exit_2_with_a_message(tmp_path: Path, mnist_dir: Path) -> None:
+    models = tmp_path / "models"
+    error, stderr = run_trainer("train", "--data", tmp_path / "missing", "--models-dir", models, "--json", expect=2)
+    assert error == {"error": f"{tmp_path / 'missing'}: no such file or directory"}
+    assert stderr.startswith("error: ")
+
+    bad_csv = tmp_path / "train.csv"
+    bad_csv.write_text("label," + ",".join(f"pixel{i}" for i in range(784)) + "\n3," + ",".join(["0"] * 783) + ",x\n")
+    error, _ = run_trainer("train", "--data", bad_csv, "--models-dir", models, "--json", expect=2)
+    assert error["error"] == f"{bad_csv}: line 2, column 785 (pixel783): 'x' is not a number"
+
+    error, _ = run_trainer("train", "--data", mnist_dir, "--models-dir", models, "--dropout", "1.5", "--json",
+                           expect=2)
+    assert error["error"].startswith("invalid training configuration: dropout: Input should be less than 1")
+    assert not models.exists() or ModelRegistry(models).versions("mnist") == []
+
+    error, _ = run_trainer("evaluate", "--models-dir", models, "--data", mnist_dir, "--json", expect=2)
+    assert error == {"error": "no model 'mnist' has been published yet"}
+    run_trainer("train", "--data", mnist_dir, "--models-dir", models, *SMALL, "--epochs", "1", "--json")
+    error, _ = run_trainer("models", "promote", "5", "--models-dir", models, "--json", expect=2)
+    assert error == {"error": "model 'mnist' has no version 5"}
+    error, _ = run_trainer("models", "promote", "1", "--alias", "not valid", "--models-dir", models, "--json",
+                           expect=2)
+    assert "invalid alias 'not valid'" in error["error"]
+    error, _ = run_trainer("models", "show", "3", "--models-dir", models, "--json", expect=2)
+    assert error == {"error": "model 'mnist' has no version 3"}
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "trainer", "train", "--models-dir", str(tmp_path)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--data" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "trainer", "train", "--data", "x", "--optimizer", "rmsprop"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "invalid choice: 'rmsprop'" in proc.stderr
