@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data/mnist
 
-.PHONY: install train test lint test-docker
+.PHONY: install train test lint test-docker run
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ install: $(BIN)/activate
 ## train a model from MNIST IDX files / a Kaggle CSV / an .npz and publish it into ./models
 train: install
 	$(BIN)/python -m trainer train --data $(DATA) --models-dir models
+
+## the whole stack without Docker (private redis-server, first model, API on :8000, a worker); Ctrl-C stops it.
+## Settings from the environment, e.g.  make run DATA_DIR=../shared/data/mnist API_PORT=8080 WORKERS=2
+run: install
+	deploy/run-local
 
 lint: install
 	$(BIN)/ruff check .
