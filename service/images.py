@@ -82,7 +82,8 @@ def _background_surface(ink: np.ndarray) -> np.ndarray:
         return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=-1).reshape(-1, 6)
 
     features, target = design(grid_h, grid_w), coarse.ravel()
-    keep = np.ones_like(target, dtype=bool)
+    # Start from the darker 60% (the ink is bright and a minority), then let the fit decide.
+    keep = target <= np.percentile(target, 60)
     for _ in range(4):
         coef, *_ = np.linalg.lstsq(features[keep], target[keep], rcond=None)
         residual = target - features @ coef
