@@ -1,0 +1,1 @@
+"""Batch scoring and retraining jobs: real redis-server, gunicorn and `python -m worker` processes."""

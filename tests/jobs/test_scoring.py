@@ -1,0 +1,149 @@
+"""Batch scoring round trips on real MNIST digits, the probabilities option, and malformed CSVs."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import requests
+
+from core.datasets import PIXEL_COLUMNS
+from core.registry import ModelRegistry
+from tests.jobs.conftest import write_kaggle_csv
+
+ROWS = 10_000  # the whole real test split; v1 scores ~0.91 on it
+
+
+def test_score_kaggle_test_csv_round_trip(make_stack, mnist, tmp_path: Path):
+    stack = make_stack()
+    csv_path = write_kaggle_csv(tmp_path / "test.csv", mnist.X[:ROWS])
+    response = stack.submit_csv(csv_path)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert response.headers["Location"] == body["status_url"] == f"/v1/jobs/{body['job_id']}"
+
+    status = stack.wait(body["job_id"])
+    assert status["status"] == "finished", status
+    assert status["progress"] == 1.0 and status["rows_scored"] == ROWS and status["model_version"] == 1
+    assert status["error"] is None and status["started_at"] and status["ended_at"]
+
+    result = requests.get(stack.url + status["result_url"], timeout=30)
+    assert result.status_code == 200 and result.headers["Content-Type"].startswith("text/csv")
+    table = pd.read_csv(io.StringIO(result.text))
+    assert list(table.columns) == ["ImageId", "Label"]
+    assert table["ImageId"].tolist() == list(range(1, ROWS + 1))
+    accuracy = float((table["Label"].to_numpy() == mnist.y[:ROWS]).mean())
+    assert accuracy > 0.9, accuracy
+    # The worker ran the very forward pass the API serves: same labels as v1 loaded here.
+    direct, _ = ModelRegistry(stack.models_dir).load("mnist", version=1).predict(mnist.X[:ROWS])
+    assert (table["Label"].to_numpy() == direct).all()
+    # Exactly one result file and no temporaries left in the job's directory.
+    assert sorted(p.name for p in (stack.jobs_dir / body["job_id"]).iterdir()) == ["result.csv", "upload.csv"]
+
+    listed = requests.get(stack.url + "/v1/jobs", timeout=10).json()["jobs"]
+    assert [job["job_id"] for job in listed] == [body["job_id"]]
+
+
+def test_score_train_layout_multipart_with_probabilities_and_version(make_stack, mnist, tmp_path: Path):
+    stack = make_stack()
+    csv_path = write_kaggle_csv(tmp_path / "train.csv", mnist.X[:500], mnist.y[:500])
+    with open(csv_path, "rb") as fh:
+        response = requests.post(stack.url + "/v1/jobs/score", files={"file": ("train.csv", fh, "text/csv")},
+                                 data={"probabilities": "true", "version": "2"}, timeout=30)
+    assert response.status_code == 202, response.text
+    status = stack.wait(response.json()["job_id"])
+    assert status["status"] == "finished" and status["model_version"] == 2, status
+    table = pd.read_csv(io.StringIO(requests.get(stack.url + status["result_url"], timeout=30).text))
+    assert list(table.columns) == ["ImageId", "Label", *[f"p{k}" for k in range(10)]]
+    probabilities = table[[f"p{k}" for k in range(10)]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    assert (probabilities.argmax(axis=1) == table["Label"].to_numpy()).all()
+    # Version 2 (the weak model) was used: its own forward pass gives the same labels and probabilities.
+    labels, expected = ModelRegistry(stack.models_dir).load("mnist", version=2).predict(mnist.X[:500])
+    assert (table["Label"].to_numpy() == labels).all()
+    np.testing.assert_allclose(probabilities, expected, atol=1e-6)
+
+
+def _csv_lines(mnist, rows: int = 5) -> list[str]:
+    lines = [",".join(PIXEL_COLUMNS)]
+    lines += [",".join(str(int(v)) for v in mnist.X[i]) for i in range(rows)]
+    return lines
+
+
+def _edit(line: str, column: int, value: str) -> str:
+    cells = line.split(",")
+    cells[column] = value
+    return ",".join(cells)
+
+
+MALFORMED = {
+    # name: (change to a 5-row test.csv, words the error must contain)
+    "not a number": (lambda ls: ls.__setitem__(3, _edit(ls[3], 12, "abc")), ["line 4", "column 13", "pixel12", "'abc'"]),
+    "out of range": (lambda ls: ls.__setitem__(2, _edit(ls[2], 0, "300")), ["line 3", "pixel0", "300", "0..255"]),
+    "extra field": (lambda ls: ls.__setitem__(5, ls[5] + ",7"), ["line 6"]),
+    "bad header": (lambda ls: ls.__setitem__(0, ls[0].replace("pixel5,", "pixelX,")), ["line 1", "pixelX"]),
+    "header only": (lambda ls: ls.__delitem__(slice(1, None)), ["no rows"]),
+    "several bad rows": (lambda ls: (ls.__setitem__(2, _edit(ls[2], 3, "x")), ls.__setitem__(4, _edit(ls[4], 7, "-1"))),
+                         ["line 3", "line 5", "pixel7"]),
+}
+
+
+def test_malformed_csvs_fail_with_place_and_publish_nothing(make_stack, mnist):
+    stack = make_stack()
+    submitted = {}
+    for case, (change, _words) in MALFORMED.items():
+        lines = _csv_lines(mnist)
+        change(lines)
+        response = requests.post(stack.url + "/v1/jobs/score", data="\n".join(lines) + "\n",
+                                 headers={"Content-Type": "text/csv"}, timeout=10)
+        assert response.status_code == 202, (case, response.text)
+        submitted[case] = response.json()["job_id"]
+    for case, job_id in submitted.items():
+        status = stack.wait(job_id)
+        assert status["status"] == "failed", (case, status)
+        for word in MALFORMED[case][1]:
+            assert word in status["error"], (case, word, status["error"])
+        assert str(stack.jobs_dir) not in status["error"]  # no server paths in messages
+        assert status["retries_left"] == 0, case  # bad data is not retried
+        assert [p.name for p in (stack.jobs_dir / job_id).iterdir()] == ["upload.csv"], case  # no result, no temp
+        result = requests.get(f"{stack.url}/v1/jobs/{job_id}/result", timeout=10)
+        assert result.status_code == 409 and "failed" in result.json()["error"], case
+
+
+def test_bad_requests_get_clear_4xx(make_stack, mnist, tmp_path: Path):
+    stack = make_stack(workers=0)
+    url = stack.url + "/v1/jobs/score"
+    cases = [
+        (requests.post(url, data=b"{}", headers={"Content-Type": "application/json"}), 415, "text/csv"),
+        (requests.post(url, data=b"", headers={"Content-Type": "text/csv"}), 400, "empty"),
+        (requests.post(url, data=b"x", params={"version": 1, "alias": "a"}, headers={"Content-Type": "text/csv"}),
+         422, "either version or alias"),
+        (requests.post(url, data=b"x", params={"version": "zero"}, headers={"Content-Type": "text/csv"}), 422,
+         "version"),
+        (requests.post(url, files={"other": ("a.csv", b"x")}), 400, "'file'"),
+        (requests.get(stack.url + "/v1/jobs/" + "0" * 32), 404, "no job"),
+        (requests.get(stack.url + "/v1/jobs/../etc"), 404, ""),
+        (requests.get(stack.url + "/v1/jobs", params={"limit": "many"}), 400, "limit"),
+    ]
+    for response, code, words in cases:
+        assert response.status_code == code, (response.status_code, response.text)
+        assert words in response.json()["error"]
+    assert not any(stack.jobs_dir.iterdir()) if stack.jobs_dir.exists() else True
+
+
+def test_upload_over_limit_is_413_and_leaves_nothing(make_stack, mnist, tmp_path: Path):
+    stack = make_stack(workers=0, MAX_UPLOAD_BYTES="20000")
+    csv_path = write_kaggle_csv(tmp_path / "big.csv", mnist.X[:100])
+    response = stack.submit_csv(csv_path)
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+
+    def chunks():  # no Content-Length: the limit must hold while streaming, too
+        with open(csv_path, "rb") as fh:
+            yield from iter(lambda: fh.read(4096), b"")
+
+    response = requests.post(stack.url + "/v1/jobs/score", data=chunks(), headers={"Content-Type": "text/csv"},
+                             timeout=10)
+    assert response.status_code == 413, response.text
+    assert not stack.jobs_dir.exists() or not any(stack.jobs_dir.iterdir())
