@@ -80,7 +80,8 @@ def _edit(line: str, column: int, value: str) -> str:
 
 MALFORMED = {
     # name: (change to a 5-row test.csv, words the error must contain)
-    "not a number": (lambda ls: ls.__setitem__(3, _edit(ls[3], 12, "abc")), ["line 4", "column 13", "pixel12", "'abc'"]),
+    "not a number": (lambda ls: ls.__setitem__(3, _edit(ls[3], 12, "abc")),
+                     ["line 4", "column 13", "pixel12", "'abc'"]),
     "out of range": (lambda ls: ls.__setitem__(2, _edit(ls[2], 0, "300")), ["line 3", "pixel0", "300", "0..255"]),
     "extra field": (lambda ls: ls.__setitem__(5, ls[5] + ",7"), ["line 6"]),
     "bad header": (lambda ls: ls.__setitem__(0, ls[0].replace("pixel5,", "pixelX,")), ["line 1", "pixelX"]),
