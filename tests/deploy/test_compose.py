@@ -1,0 +1,159 @@
+"""docker-compose for real: build, first model from mounted MNIST, predict, score, retrain, a worker
+killed mid-job, ``down -v``.
+
+Needs a Docker engine (``eval "$(../shared/tools/docker-sandbox start)"``); skipped otherwise.
+Each run uses its own compose project, env file, port and image tag, and removes its
+containers, networks and volumes whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from core.datasets import Dataset
+from tests.deploy.helpers import predict_accuracy, score_round_trip, submit_retrain, wait_for_job
+from tests.support import REPO_ROOT, free_port, wait_until
+
+pytestmark = pytest.mark.docker
+
+API_KEY = "compose-test-key"
+TINY = "--epochs 2 --hidden 32 --dropout 0 --augment-shift 0 --early-stopping 0 --lr-schedule constant"
+# Long enough (tens of seconds on 2 cores) that the worker can be killed while it trains.
+RETRAIN = {"hidden": [512, 256], "epochs": 12, "dropout": 0.0, "augment_shift": 1, "early_stopping": 0, "seed": 5}
+
+
+def docker_unavailable() -> str | None:
+    if shutil.which("docker") is None or shutil.which("docker-compose") is None:
+        return "docker and docker-compose CLIs are not installed"
+    try:
+        info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
+                              timeout=20)
+    except subprocess.TimeoutExpired:
+        return "the Docker engine does not answer"
+    if info.returncode != 0:
+        return (f"no Docker engine at DOCKER_HOST={os.environ.get('DOCKER_HOST', '(unset)')}: "
+                f"{info.stderr.strip()[:200]} - run: eval \"$(../shared/tools/docker-sandbox start)\"")
+    return None
+
+
+class Stack:
+    def __init__(self, tmp_path: Path, mnist_dir: Path) -> None:
+        suffix = uuid.uuid4().hex[:8]
+        self.project = f"mnisttest{suffix}"
+        self.port = free_port()
+        self.env_file = tmp_path / "compose.env"
+        self.env_file.write_text("\n".join([
+            f"API_KEY={API_KEY}", f"API_PORT={self.port}", f"DATA_PATH={mnist_dir}", f"TRAIN_ARGS={TINY}",
+            f"IMAGE=mnist-serve-test:{suffix}", "WEB_CONCURRENCY=2", "WORKER_STOP_GRACE_PERIOD=10s",
+            "JOB_MONITORING_INTERVAL=2", "JOB_HEARTBEAT_GRACE=3", "WORKER_MAINTENANCE_INTERVAL=3", "JOB_RETRIES=2",
+        ]) + "\n")
+        self.image = f"mnist-serve-test:{suffix}"
+        self.timings: dict[str, float] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+        command = ["docker-compose", "-p", self.project, "--env-file", str(self.env_file),
+                   "-f", str(REPO_ROOT / "docker-compose.yml"), *args]
+        result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def containers(self, service: str) -> list[str]:
+        return self.compose("ps", "-q", service).stdout.split()
+
+    def state(self, container: str) -> dict:
+        out = subprocess.run(["docker", "inspect", "--format", "{{json .State}}", container], capture_output=True,
+                             text=True, timeout=30, check=True)
+        return json.loads(out.stdout)
+
+    def leftovers(self) -> dict[str, list[str]]:
+        label = f"label=com.docker.compose.project={self.project}"
+        found = {}
+        for kind, cmd in (("containers", ["docker", "ps", "-aq", "--filter", label]),
+                          ("volumes", ["docker", "volume", "ls", "-q", "--filter", label]),
+                          ("networks", ["docker", "network", "ls", "-q", "--filter", label])):
+            found[kind] = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.split()
+        return found
+
+    def down(self) -> None:
+        self.compose("down", "-v", "--remove-orphans", "--timeout", "10", check=False)
+        subprocess.run(["docker", "image", "rm", "-f", self.image], capture_output=True, timeout=60)
+
+
+@pytest.fixture()
+def stack(tmp_path: Path, mnist_dir: Path) -> Iterator[Stack]:
+    reason = docker_unavailable()
+    if reason:
+        pytest.skip(reason)
+    stack = Stack(tmp_path, mnist_dir)
+    try:
+        yield stack
+    finally:
+        stack.down()
+    print(f"\ncompose timings: {json.dumps({k: round(v, 1) for k, v in stack.timings.items()})}")
+
+
+def test_compose_stack_end_to_end(stack: Stack, mnist: Dataset) -> None:
+    started = time.monotonic()
+    stack.compose("up", "-d", "--build", "--scale", "worker=2")
+    stack.timings["up_seconds"] = time.monotonic() - started
+
+    trainer = stack.containers("trainer")
+    assert len(trainer) == 1
+    state = stack.state(trainer[0])
+    assert state["Status"] == "exited" and state["ExitCode"] == 0
+    assert "published mnist version 1" in stack.compose("logs", "--no-color", "trainer").stdout
+
+    def answers() -> bool:
+        try:
+            return requests.get(stack.url + "/readyz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_until(answers, 120, "the API on the published port", interval=0.5)
+    accuracy, version = predict_accuracy(stack.url, mnist, slice(9000, 9200))
+    stack.timings["cold_start_to_first_prediction_seconds"] = time.monotonic() - started
+    assert version == 1 and accuracy > 0.8
+    wait_until(lambda: stack.state(stack.containers("api")[0]).get("Health", {}).get("Status") == "healthy", 60,
+               "the api container's /readyz healthcheck")
+
+    # The trainer is idempotent: with a model published it does nothing and exits 0.
+    again = stack.compose("run", "--rm", "trainer")
+    assert again.returncode == 0 and "nothing to do" in again.stdout + again.stderr
+
+    assert score_round_trip(stack.url, mnist, slice(9500, 9800), timeout=120) > 0.8
+
+    workers = stack.containers("worker")
+    assert len(workers) == 2
+    job_id = submit_retrain(stack.url, API_KEY, "t10k-images-idx3-ubyte.gz", RETRAIN)
+    wait_until(lambda: requests.get(f"{stack.url}/v1/jobs/{job_id}", timeout=5).json().get("epoch", 0) >= 1,
+               180, "the retraining job to finish its first epoch", interval=0.3)
+    busy = [c for c in workers if job_id in subprocess.run(["docker", "logs", c], capture_output=True,
+                                                            text=True, timeout=30).stderr]
+    assert len(busy) == 1, "exactly one worker container should have picked up the job"
+    subprocess.run(["docker", "kill", busy[0]], check=True, capture_output=True, timeout=30)
+
+    status = wait_for_job(stack.url, job_id, 300)
+    assert status["status"] == "finished", status
+    assert status["produced_version"] == 2 and status["retries_left"] < 2  # it ran again after the kill
+    models = requests.get(f"{stack.url}/v1/models/mnist", timeout=10).json()
+    assert [v["version"] for v in models["versions"]] == [1, 2]  # the killed attempt published nothing
+    wait_until(lambda: predict_accuracy(stack.url, mnist, slice(0, 100))[1] == 2, 30,
+               "the API to serve the retrained version")
+
+    stack.down()
+    assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
