@@ -30,6 +30,7 @@ lint: install
 test: lint
 	$(BIN)/pytest -m "not docker"
 
-## docker-compose end-to-end test (needs a Docker engine, e.g. ../shared/tools/docker-sandbox)
+## docker-compose end-to-end test (needs a Docker engine, e.g. ../shared/tools/docker-sandbox);
+## pytest's exit 5 (no test collected) is not a failure
 test-docker: install
-	$(BIN)/pytest -m docker
+	$(BIN)/pytest -m docker || [ $$? -eq 5 ]
