@@ -1,0 +1,165 @@
+"""A table of malformed requests: each gets its 4xx and an {"error"} that says what and where."""
+
+from __future__ import annotations
+
+import http.client
+from urllib.parse import urlparse
+
+import orjson
+import pytest
+import requests
+
+from tests.api.conftest import b64
+
+ZEROS = [0] * 784
+PREDICT = "/v1/models/mnist:predict"
+INFER = "/v2/models/mnist/infer"
+JSON = "application/json"
+
+
+def _row(**changes: object) -> list:
+    row = list(ZEROS)
+    for index, value in changes.items():
+        row[int(index.removeprefix("p"))] = value
+    return row
+
+
+def _v2(**tensor: object) -> dict:
+    return {"inputs": [{"name": "pixels", "shape": [1, 784], "datatype": "FP32", "data": ZEROS, **tensor}]}
+
+
+def _body(obj: object) -> bytes:
+    return orjson.dumps(obj)
+
+
+# (id, path, body bytes, content type, expected status, expected message part)
+CASES = [
+    ("wrong length", PREDICT, _body({"instances": [[0] * 783]}), JSON, 422,
+     "instances[0]: expected 784 values or 28x28, got 783"),
+    ("wrong length later instance", PREDICT, _body({"instances": [ZEROS, ZEROS, ZEROS, [1, 2]]}), JSON, 422,
+     "instances[3]: expected 784 values or 28x28, got 2"),
+    ("NaN", PREDICT, b'{"instances": [[' + b"0," * 5 + b"NaN" + b",0" * 778 + b"]]}", JSON, 422,
+     "instances[0][5]: nan is not a finite number"),
+    ("Infinity", PREDICT, b'{"instances": [[Infinity' + b",0" * 783 + b"]]}", JSON, 422, "is not a finite number"),
+    ("string pixel", PREDICT, _body({"instances": [_row(p3="7")]}), JSON, 422,
+     "instances[0][3]: expected a number, got string"),
+    ("null pixel", PREDICT, _body({"instances": [ZEROS, _row(p9=None)]}), JSON, 422,
+     "instances[1][9]: expected a number, got null"),
+    ("boolean pixels", PREDICT, _body({"instances": [[True] * 784]}), JSON, 422, "got boolean"),
+    ("negative pixel", PREDICT, _body({"instances": [ZEROS, _row(p0=-1)]}), JSON, 422,
+     "instances[1][0]: pixel value -1 is outside 0..255"),
+    ("pixel above 255", PREDICT, _body({"instances": [_row(p783=256.5)]}), JSON, 422,
+     "instances[0][783]: pixel value 256.5 is outside 0..255"),
+    ("28x28 out of range names row and column", PREDICT,
+     _body({"instances": [[[0] * 28] * 27 + [[0] * 27 + [300]]]}), JSON, 422, "instances[0][27][27]: pixel value 300"),
+    ("short 28x28 row", PREDICT, _body({"instances": [[[0] * 28] * 27 + [[0] * 27]]}), JSON, 422,
+     "row 27 must hold 28 numbers, got 27 values"),
+    ("empty list", PREDICT, _body({"instances": []}), JSON, 422, "instances: empty list"),
+    ("missing instances", PREDICT, _body({"inputs": [ZEROS]}), JSON, 422, "instances: Field required"),
+    ("instances not a list", PREDICT, _body({"instances": "all of them"}), JSON, 422, "instances: Input should be"),
+    ("instance is a string", PREDICT, _body({"instances": ["0,0,0"]}), JSON, 422,
+     "instances[0]: expected an array of 784 numbers, a 28x28 array or {\"b64\""),
+    ("body is an array", PREDICT, _body([ZEROS]), JSON, 422, "request body: expected a JSON object, got array"),
+    ("nested too deep in a row", PREDICT, _body({"instances": [[[[0] * 28]] * 28]}), JSON, 422,
+     "row 0 must hold 28 numbers, got 1 values"),
+    ("pathologically deep nesting", PREDICT, b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", JSON,
+     400, "not valid JSON"),
+    ("too many instances", PREDICT, _body({"instances": [[0]] * 4097}), JSON, 422,
+     "instances: 4097 instances, at most 4096 per request"),
+    ("invalid JSON", PREDICT, b'{"instances": [[0, 1,]]', JSON, 400, "request body is not valid JSON"),
+    ("empty body", PREDICT, b"", JSON, 400, "request body is empty"),
+    ("wrong content type", PREDICT, _body({"instances": [ZEROS]}), "text/plain", 415,
+     "expected Content-Type application/json, got 'text/plain'"),
+    ("form-encoded (curl -d default)", PREDICT, b"instances=1", "application/x-www-form-urlencoded", 415,
+     "expected Content-Type application/json"),
+    ("unknown field", PREDICT, _body({"instances": [ZEROS], "instance": 1}), JSON, 422,
+     "instance: Extra inputs are not permitted"),
+    ("bad base64", PREDICT, _body({"instances": [{"b64": "not*base64!"}]}), JSON, 422,
+     "instances[0].b64: invalid base64"),
+    ("non-image bytes", PREDICT, _body({"instances": [ZEROS, {"b64": b64(b"%PDF-1.4 hello")}]}), JSON, 422,
+     "instances[1].b64: not a readable PNG or JPEG image"),
+    ("object without b64", PREDICT, _body({"instances": [{"png": "abc"}]}), JSON, 422,
+     "instances[0]: an object instance must be {\"b64\""),
+    ("unknown version", "/v1/models/mnist/versions/99:predict", _body({"instances": [ZEROS]}), JSON, 404,
+     "has no version 99 (available: 1, 2)"),
+    ("non-numeric version", "/v1/models/mnist/versions/latest:predict", _body({"instances": [ZEROS]}), JSON, 404,
+     "versions are positive integers"),
+    ("unknown alias", "/v1/models/mnist/labels/canary:predict", _body({"instances": [ZEROS]}), JSON, 404,
+     "has no alias 'canary' (aliases: production)"),
+    ("unknown model", "/v1/models/cifar10:predict", _body({"instances": [ZEROS]}), JSON, 404,
+     "unknown model 'cifar10': this server serves 'mnist'"),
+    ("unknown route", "/v1/predict", _body({"instances": [ZEROS]}), JSON, 404, "URL was not found"),
+    ("image endpoint without multipart", "/v1/models/mnist:predict_image", _body({"instances": [ZEROS]}), JSON,
+     415, "expected Content-Type multipart/form-data"),
+    ("v2 wrong shape", INFER, _body(_v2(shape=[1, 28, 28])), JSON, 422,
+     "inputs[0].shape: expected [n, 784], got [1, 28, 28]"),
+    ("v2 unsupported datatype", INFER, _body(_v2(datatype="BYTES")), JSON, 422,
+     "inputs[0].datatype: 'BYTES' is not supported"),
+    ("v2 data count", INFER, _body(_v2(data=[0] * 700)), JSON, 422, "needs 784 values, got 700"),
+    ("v2 negative pixel", INFER, _body(_v2(data=_row(p12=-3))), JSON, 422,
+     "inputs[0].data[0][12]: pixel value -3 is outside 0..255"),
+    ("v2 unknown input", INFER, _body(_v2(name="image")), JSON, 422, "unknown input 'image'"),
+    ("v2 unknown output", INFER, _body({**_v2(), "outputs": [{"name": "logits"}]}), JSON, 422,
+     "outputs[0].name: unknown output 'logits'"),
+    ("v2 missing inputs", INFER, _body({"inputs": []}), JSON, 422, "inputs: List should have at least 1 item"),
+    ("v2 wrong content type", INFER, _body(_v2()), "text/csv", 415, "expected Content-Type application/json"),
+    ("v2 unknown model", "/v2/models/resnet/infer", _body(_v2()), JSON, 404, "unknown model 'resnet'"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "content_type", "status", "message"),
+                         [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_malformed_request(api, path, body, content_type, status, message):
+    response = requests.post(api.url + path, data=body, headers={"Content-Type": content_type}, timeout=30)
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert message in response.json()["error"]
+
+
+def _raw_post(url: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, dict]:
+    parsed = urlparse(url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+    try:
+        connection.putrequest("POST", path)
+        for key, value in headers.items():
+            connection.putheader(key, value)
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, orjson.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_huge_body_is_refused_from_its_header_before_it_is_read(api):
+    # The client announces 1 GB and sends nothing: only a check of Content-Length can answer.
+    status, body = _raw_post(api.url, PREDICT, {"Content-Type": JSON, "Content-Length": str(10**9)})
+    assert status == 413
+    assert "request body of 1000000000 bytes is larger than the limit of 67108864 bytes" in body["error"]
+
+
+def test_binary_size_mismatch(api):
+    header = _body({"inputs": [{"name": "pixels", "shape": [1, 784], "datatype": "FP32",
+                                "parameters": {"binary_data_size": 784}}]})
+    response = requests.post(api.url + INFER, data=header + bytes(784),
+                             headers={"Inference-Header-Content-Length": str(len(header))}, timeout=10)
+    assert response.status_code == 422
+    assert "binary_data_size: 784 does not match shape [1, 784] of float32 (3136 bytes)" in response.json()["error"]
+
+
+def test_bad_inference_header_length(api):
+    response = requests.post(api.url + INFER, data=b"{}", headers={"Inference-Header-Content-Length": "999"},
+                             timeout=10)
+    assert response.status_code == 400 and "Inference-Header-Content-Length" in response.json()["error"]
+
+
+def test_upload_errors_name_the_file(api):
+    files = [("file", ("ok.txt", b"hello", "text/plain"))]
+    response = requests.post(api.url + "/v1/models/mnist:predict_image", files=files, timeout=10)
+    assert response.status_code == 422 and response.json()["error"].startswith("file[0] (ok.txt): not a readable")
+    response = requests.post(api.url + "/v1/models/mnist:predict_image", files={"other": ("a", b"x")}, timeout=10)
+    assert response.status_code == 422 and "no file uploaded" in response.json()["error"]
+
+
+def test_wrong_method_is_405_json(api):
+    response = requests.get(api.url + PREDICT, timeout=10)
+    assert response.status_code == 405 and "error" in response.json()
