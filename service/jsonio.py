@@ -23,6 +23,24 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
                     mimetype="application/json")
 
 
+def read_body() -> bytes:
+    """The raw body, held to the request's size limit also when it arrives chunked.
+
+    A body with Content-Length was already checked against the limit before the view ran.
+    Werkzeug silently truncates a chunked body at the limit, so that case reads one byte
+    past the limit from the server's stream to tell "exactly at the limit" from "over it".
+    """
+    if request.content_length is not None or "wsgi.input" not in request.environ:
+        return request.get_data(cache=False)
+    limit = request.max_content_length
+    if limit is None:
+        return request.environ["wsgi.input"].read()
+    raw = request.environ["wsgi.input"].read(limit + 1)
+    if len(raw) > limit:
+        raise ApiError(413, f"request body is larger than the limit of {limit} bytes")
+    return raw
+
+
 def require_json_content_type(allow_missing: bool = False) -> None:
     """415 unless the body is declared as JSON (``application/json`` or ``+json``)."""
     mimetype = request.mimetype

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, request
 from core.registry import PRODUCTION, ModelRegistry
 from service.auth import require_api_key
 from service.errors import ApiError
-from service.jsonio import json_response, parse_json, require_json_content_type, validate
+from service.jsonio import json_response, parse_json, read_body, require_json_content_type, validate
 from service.schemas import AliasUpdate
 from service.state import get_state
 from service.targets import check_model_name, parse_version
@@ -60,7 +60,7 @@ def set_alias(name: str, alias: str) -> Response:
     if not _ALIAS.match(alias):
         raise ApiError(422, f"alias {alias!r}: use 1-64 letters, digits, '-' or '_', not only digits")
     require_json_content_type()
-    body = validate(AliasUpdate, parse_json(request.get_data(cache=False)))
+    body = validate(AliasUpdate, parse_json(read_body()))
     registry = get_state().registry
     previous = registry.aliases(name).get(alias)
     aliases = registry.set_alias(name, alias, body.version)  # 404 for an unknown version

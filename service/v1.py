@@ -15,7 +15,7 @@ from flask import Blueprint, Response, g, request
 from service.errors import ApiError
 from service.images import ImageError, image_to_pixels
 from service.instances import check_count, instances_to_pixels
-from service.jsonio import json_response, parse_json, require_json_content_type, validate
+from service.jsonio import json_response, parse_json, read_body, require_json_content_type, validate
 from service.metrics import record_predictions
 from service.schemas import PredictRequest
 from service.state import get_state
@@ -41,7 +41,7 @@ def predict_with(pixels: np.ndarray, version: int | None, alias: str | None,
 
 def _predict_json(version: int | None, alias: str | None) -> Response:
     require_json_content_type()
-    body = validate(PredictRequest, parse_json(request.get_data(cache=False)))
+    body = validate(PredictRequest, parse_json(read_body()))
     pixels = instances_to_pixels(body.instances, get_state().settings.max_instances)
     return predict_with(pixels, version, alias)
 

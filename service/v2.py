@@ -12,7 +12,7 @@ from flask import Blueprint, Response, g, request
 from core.datasets import N_PIXELS
 from core.registry import RegistryError
 from service.errors import ApiError
-from service.jsonio import JSON_OPTIONS, json_response
+from service.jsonio import JSON_OPTIONS, json_response, read_body
 from service.metrics import record_predictions
 from service.state import get_state
 from service.targets import check_model_name, parse_version
@@ -96,7 +96,7 @@ def _infer(name: str, version: int | None) -> Response:
     if request.headers.get("Content-Encoding", "identity") != "identity":
         raise ApiError(415, f"Content-Encoding {request.headers['Content-Encoding']!r} is not supported")
     state = get_state()
-    infer, binary = parse_request(request.get_data(cache=False), header_length)
+    infer, binary = parse_request(read_body(), header_length)
     pixels = input_pixels(infer, binary, state.settings.max_instances)
     wanted = wanted_outputs(infer)
     labels, probabilities, model = state.predictor.predict(pixels, version=version)
