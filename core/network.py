@@ -44,13 +44,25 @@ class Dense:
     def forward(self, inputs: np.ndarray, training: bool = False) -> np.ndarray:
         if training:
             self.inputs = inputs
-        return inputs @ self.weights + self.biases
+        outputs = inputs @ self.weights
+        outputs += self.biases  # in place: one (batch, n_neurons) array per layer, not two
+        return outputs
 
-    def backward(self, dvalues: np.ndarray) -> np.ndarray:
+    def backward(self, dvalues: np.ndarray, input_gradient: bool = True) -> np.ndarray | None:
+        """Fill ``dweights``/``dbiases``; return dL/dX unless ``input_gradient`` is False.
+
+        The first layer's input gradient (a gradient with respect to the pixels) is a third of
+        that layer's backward work and nobody uses it in training, so the network skips it.
+        """
         # dL/dW = X^T dL/dY; dL/db sums over the batch; dL/dX flows back through W^T.
-        self.dweights = self.inputs.T @ dvalues
-        self.dbiases = dvalues.sum(axis=0, keepdims=True)
-        return dvalues @ self.weights.T
+        # The gradient buffers are reused step after step (same shapes), sparing a fresh
+        # multi-megabyte allocation, and its page faults, per layer per batch.
+        if self.dweights.shape != self.weights.shape or self.dweights.dtype != self.weights.dtype:
+            self.dweights = np.empty_like(self.weights)
+            self.dbiases = np.empty_like(self.biases)
+        np.matmul(self.inputs.T, dvalues, out=self.dweights)
+        np.sum(dvalues, axis=0, keepdims=True, out=self.dbiases)
+        return dvalues @ self.weights.T if input_gradient else None
 
     def spec(self) -> dict[str, Any]:
         return {"type": self.kind, "n_inputs": int(self.weights.shape[0]), "n_neurons": int(self.weights.shape[1])}
@@ -163,9 +175,14 @@ class Network:
             out = layer.forward(out, training)
         return out
 
-    def backward(self, dlogits: np.ndarray) -> np.ndarray:
-        grad = dlogits
-        for layer in reversed(self.layers):
+    def backward(self, dlogits: np.ndarray, input_gradient: bool = True) -> np.ndarray | None:
+        """Backpropagate ``dL/dlogits``; returns ``dL/dinputs`` unless ``input_gradient`` is False
+        (training passes False: only the parameters' gradients are needed there)."""
+        grad: np.ndarray | None = dlogits
+        for index in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[index]
+            if index == 0 and isinstance(layer, Dense):
+                return layer.backward(grad, input_gradient)
             grad = layer.backward(grad)
         return grad
 

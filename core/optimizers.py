@@ -19,12 +19,24 @@ class Optimizer:
     def __init__(self, learning_rate: float, weight_decay: float = 0.0) -> None:
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
+        self._buffers: dict[tuple[tuple[int, ...], np.dtype], np.ndarray] = {}
 
     def gradients(self, layer: Dense) -> tuple[np.ndarray, np.ndarray]:
+        """The layer's gradients with L2 decay folded in (in place: ``dweights`` is spent after the step)."""
         # L2 on the weights only (not the biases): d/dW of (wd/2)*|W|^2 is wd*W.
         if self.weight_decay:
-            return layer.dweights + self.weight_decay * layer.weights, layer.dbiases
+            scratch = self._scratch(layer.weights)
+            np.multiply(layer.weights, layer.weights.dtype.type(self.weight_decay), out=scratch)
+            layer.dweights += scratch
         return layer.dweights, layer.dbiases
+
+    def _scratch(self, like: np.ndarray) -> np.ndarray:
+        """A reusable work array shaped like ``like``: updates run in place instead of allocating
+        several temporaries of the parameter's size on every step."""
+        key = (like.shape, like.dtype)
+        if key not in self._buffers:
+            self._buffers[key] = np.empty_like(like)
+        return self._buffers[key]
 
     def step(self, layers: list[Dense]) -> None:
         for layer in layers:
@@ -44,18 +56,22 @@ class SGD(Optimizer):
 
     def update(self, layer: Dense) -> None:
         dw, db = self.gradients(layer)
-        lr = np.float32(self.learning_rate)
+        lr = layer.weights.dtype.type(self.learning_rate)
         if not self.momentum:
-            layer.weights -= lr * dw
-            layer.biases -= lr * db
+            for param, grad in ((layer.weights, dw), (layer.biases, db)):
+                scratch = self._scratch(param)
+                np.multiply(grad, lr, out=scratch)
+                param -= scratch
             return
-        vw, vb = self.velocity.setdefault(id(layer), (np.zeros_like(layer.weights), np.zeros_like(layer.biases)))
-        vw *= self.momentum
-        vw -= lr * dw
-        vb *= self.momentum
-        vb -= lr * db
-        layer.weights += vw
-        layer.biases += vb
+        if id(layer) not in self.velocity:
+            self.velocity[id(layer)] = (np.zeros_like(layer.weights), np.zeros_like(layer.biases))
+        for param, grad, velocity in zip((layer.weights, layer.biases), (dw, db), self.velocity[id(layer)],
+                                         strict=True):
+            scratch = self._scratch(param)
+            velocity *= self.momentum
+            np.multiply(grad, lr, out=scratch)
+            velocity -= scratch
+            param += velocity
 
 
 class Adam(Optimizer):
@@ -74,17 +90,29 @@ class Adam(Optimizer):
 
     def update(self, layer: Dense) -> None:
         dw, db = self.gradients(layer)
-        state = self.moments.setdefault(id(layer), [np.zeros_like(layer.weights), np.zeros_like(layer.weights),
-                                                    np.zeros_like(layer.biases), np.zeros_like(layer.biases)])
+        if id(layer) not in self.moments:  # (setdefault would allocate four arrays on every call)
+            self.moments[id(layer)] = [np.zeros_like(layer.weights), np.zeros_like(layer.weights),
+                                       np.zeros_like(layer.biases), np.zeros_like(layer.biases)]
+        state = self.moments[id(layer)]
         # Fold both bias corrections into one step size instead of building corrected copies.
         t = self.iterations
-        step = self.learning_rate * math.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)
+        kind = layer.weights.dtype.type
+        step = kind(self.learning_rate * math.sqrt(1 - self.beta2**t) / (1 - self.beta1**t))
         for param, grad, m, v in ((layer.weights, dw, state[0], state[1]), (layer.biases, db, state[2], state[3])):
-            m *= self.beta1
-            m += (1 - self.beta1) * grad
-            v *= self.beta2
-            v += (1 - self.beta2) * np.square(grad)
-            param -= np.float32(step) * m / (np.sqrt(v) + np.float32(self.epsilon))
+            # Every line works in place through one scratch array: no parameter-sized temporaries.
+            scratch = self._scratch(param)
+            m *= kind(self.beta1)
+            np.multiply(grad, kind(1 - self.beta1), out=scratch)
+            m += scratch
+            v *= kind(self.beta2)
+            np.square(grad, out=scratch)
+            scratch *= kind(1 - self.beta2)
+            v += scratch
+            np.sqrt(v, out=scratch)
+            scratch += kind(self.epsilon)
+            np.divide(m, scratch, out=scratch)
+            scratch *= step
+            param -= scratch
 
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")

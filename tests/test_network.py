@@ -150,6 +150,17 @@ def test_whole_network_gradients(rng: np.random.Generator, dropout: float) -> No
     assert relative_error(dinputs, numerical_gradient(loss, inputs)) < TOLERANCE
 
 
+def test_training_backward_skips_only_the_input_gradient(rng: np.random.Generator) -> None:
+    network = Network.mlp([20, 8, 4], seed=2)
+    inputs, labels = rng.random((6, 20), dtype=np.float32), rng.integers(0, 4, 6)
+    dlogits = softmax_cross_entropy_backward(softmax(network.forward(inputs, training=True)), labels)
+    assert network.backward(dlogits).shape == (6, 20)
+    full = [layer.dweights.copy() for layer in network.dense_layers]
+    assert network.backward(dlogits, input_gradient=False) is None
+    for layer, expected in zip(network.dense_layers, full, strict=True):
+        np.testing.assert_array_equal(layer.dweights, expected)
+
+
 def test_float32_throughout_and_round_trip_through_arrays(rng: np.random.Generator) -> None:
     network = Network.mlp([784, 32, 16, 10], dropout=0.2, seed=1)
     inputs = rng.random((5, 784), dtype=np.float32)
