@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import time
+
+import redis
 
 from core.jobs import QUEUES
 from core.settings import Settings
 from worker.context import WorkerContext, set_context
 from worker.runner import JobWorker
+
+log = logging.getLogger("worker")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,8 +36,43 @@ def main(argv: list[str] | None = None) -> int:
     context = WorkerContext.from_settings(settings)
     set_context(context)
     settings.jobs_dir.mkdir(parents=True, exist_ok=True)
-    worker = JobWorker(args.queues, connection=context.redis, name=args.name, context=context)
-    worker.work(burst=args.burst, logging_level=settings.log_level.upper())
+    stop = _run_until_stopped(args.queues, args.name, args.burst, context)
+    return 0 if stop else 1
+
+
+def _run_until_stopped(queues: list[str], name: str | None, burst: bool, context: WorkerContext) -> bool:
+    """Run RQ workers until a shutdown is requested.
+
+    RQ's ``work()`` gives up when Redis drops while a job is being monitored; rather than
+    leaving that to a container restart policy, wait for Redis to answer and start a fresh
+    worker (same name), so a Redis restart never needs an operator.
+    """
+    level = context.settings.log_level.upper()
+    terminated: list[int] = []
+    for restart in range(1_000_000):
+        # A restarted worker takes a fresh name: the old one's key may outlive the outage.
+        worker_name = f"{name}-r{restart}" if name and restart else name
+        worker = JobWorker(queues, connection=context.redis, name=worker_name, context=context)
+        try:
+            worker.work(burst=burst, logging_level=level)
+        except redis.exceptions.ConnectionError as exc:
+            log.error("Redis is unreachable (%s)", exc)
+        # RQ sets _stop_requested on SIGTERM/SIGINT (warm shutdown); anything else was an error.
+        if burst or getattr(worker, "_stop_requested", False):
+            return True
+        signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
+        delay = 0.5
+        while not terminated:
+            try:
+                context.redis.ping()
+                break
+            except redis.exceptions.RedisError:
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        if terminated:
+            return True
+        log.warning("Redis answers again; restarting the worker")
+    return False
     return 0
 
 

@@ -1,0 +1,106 @@
+"""Cancel (queued and running), a worker SIGKILLed mid-job, and Redis going away and coming back."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+from rq.job import Job
+
+from core.registry import ModelRegistry
+from tests.conftest import API_KEY
+from tests.jobs.conftest import kill_worker_and_horse, save_npz, write_kaggle_csv
+from tests.support import RedisServer, wait_until
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+# Many epochs on a small set: slow enough to act on mid-run, each epoch well under a second.
+LONG = {"hidden": [32], "epochs": 400, "dropout": 0.0, "augment_shift": 0, "early_stopping": 0, "batch_size": 64}
+
+
+def test_cancel_queued_job_never_runs(make_stack, mnist, tmp_path: Path):
+    stack = make_stack(workers=0)
+    job_id = stack.submit_csv(write_kaggle_csv(tmp_path / "t.csv", mnist.X[:50])).json()["job_id"]
+    assert stack.status(job_id)["status"] == "queued"
+    response = requests.delete(f"{stack.url}/v1/jobs/{job_id}", timeout=5)
+    assert response.status_code == 200 and response.json()["status"] == "canceled", response.text
+    stack.start_worker()
+    # A second job submitted after it finishes proves the worker ran past the canceled one.
+    later = stack.submit_csv(write_kaggle_csv(tmp_path / "u.csv", mnist.X[:50])).json()["job_id"]
+    assert stack.wait(later)["status"] == "finished"
+    assert stack.status(job_id)["status"] == "canceled"
+    assert not (stack.jobs_dir / job_id / "result.csv").exists()
+    again = requests.delete(f"{stack.url}/v1/jobs/{job_id}", timeout=5)
+    assert again.status_code == 409 and "already canceled" in again.json()["error"]
+
+
+def test_cancel_running_retrain_publishes_nothing(make_stack, mnist):
+    stack = make_stack()
+    save_npz(stack.data_dir / "digits.npz", mnist, 1000)
+    job_id = stack.submit_train({"dataset": "digits.npz", "config": LONG}).json()["job_id"]
+    stack.wait(job_id, ("started",), until=lambda s: s.get("epoch", 0) >= 2)
+    assert requests.delete(f"{stack.url}/v1/jobs/{job_id}", timeout=5).status_code == 401  # training needs the key
+    response = requests.delete(f"{stack.url}/v1/jobs/{job_id}", headers=AUTH, timeout=5)
+    assert response.status_code == 202 and response.json()["status"] == "canceling", response.text
+    status = stack.wait(job_id, timeout=30)
+    assert status["status"] == "canceled", status
+    assert status["epoch"] < LONG["epochs"]
+    assert ModelRegistry(stack.models_dir).versions("mnist") == [1, 2]
+    assert not [p for p in (stack.models_dir / "mnist").iterdir() if p.name.startswith(".tmp")]
+    # The worker is free again afterwards.
+    stack.submit_train({"dataset": "digits.npz", "config": {**LONG, "epochs": 1}, "promote": "never"})
+    assert stack.wait(stack.status(job_id)["job_id"])["status"] == "canceled"
+
+
+def test_worker_killed_mid_retrain_job_completes_exactly_once(make_stack, mnist):
+    stack = make_stack(workers=0)
+    save_npz(stack.data_dir / "digits.npz", mnist, 1000)
+    first = stack.start_worker("training")
+    job_id = stack.submit_train({"dataset": "digits.npz", "promote": "never",
+                                 "config": {**LONG, "epochs": 12}}).json()["job_id"]
+    stack.wait(job_id, ("started",), until=lambda s: s.get("epoch", 0) >= 2)
+    assert Job.fetch(job_id, connection=stack.redis()).worker_name == first
+    kill_worker_and_horse(stack.workers[first])
+    second = stack.start_worker("training")  # its maintenance finds the abandoned job and retries it
+
+    status = stack.wait(job_id, timeout=60)
+    assert status["status"] == "finished", status
+    assert Job.fetch(job_id, connection=stack.redis()).worker_name == second
+    assert status["retries_left"] == 1  # one retry spent on the killed attempt
+    registry = ModelRegistry(stack.models_dir)
+    made_by_job = [v for v in registry.versions("mnist") if registry.manifest("mnist", v).get("job_id") == job_id]
+    assert made_by_job == [status["produced_version"]] == [3]  # exactly one version, no partial one
+    assert not [p for p in (stack.models_dir / "mnist").iterdir() if p.name.startswith(".tmp")]
+    assert registry.manifest("mnist", 3)["best_epoch"] == 12
+
+
+def _predict(url: str, pixels: np.ndarray) -> requests.Response:
+    return requests.post(url + "/v1/models/mnist:predict", json={"instances": pixels.tolist()}, timeout=5)
+
+
+def test_redis_down_jobs_503_predictions_work_both_recover(make_stack, mnist, redis_server: RedisServer,
+                                                          tmp_path: Path):
+    stack = make_stack()
+    csv_path = write_kaggle_csv(tmp_path / "t.csv", mnist.X[:20])
+    assert stack.wait(stack.submit_csv(csv_path).json()["job_id"])["status"] == "finished"
+    redis_server.stop()
+    try:
+        started = time.monotonic()
+        response = stack.submit_csv(csv_path)
+        assert response.status_code == 503, response.text
+        assert "Redis is not answering" in response.json()["error"]
+        assert time.monotonic() - started < 10  # quick, not a hung request (generous bound for a busy box)
+        assert requests.get(stack.url + "/v1/jobs", timeout=10).status_code == 503
+        predicted = _predict(stack.url, mnist.X[:3])
+        assert predicted.status_code == 200, predicted.text
+        ready = requests.get(stack.url + "/readyz", timeout=10).json()
+        assert ready["status"] == "ready" and ready["redis"] is False
+    finally:
+        redis_server.start()
+    # Redis is back (empty: the test server keeps no data). Submission and the worker recover.
+    wait_until(lambda: stack.submit_csv(csv_path).status_code == 202, 20, "job submission to recover")
+    job_id = stack.submit_csv(csv_path).json()["job_id"]
+    status = stack.wait(job_id, timeout=60)
+    assert status["status"] == "finished" and status["rows_scored"] == 20, status
+    assert _predict(stack.url, mnist.X[:3]).status_code == 200
