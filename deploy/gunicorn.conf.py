@@ -16,6 +16,15 @@ threads = int(os.environ.get("THREADS", "4"))
 worker_class = "gthread"
 timeout = 60
 keepalive = 5
+# No gunicornc control socket: its default path is shared by every gunicorn of the user, so
+# parallel servers (tests, benchmarks) would take it from each other.
+control_socket_disable = True
+
+# One BLAS thread per process: workers x threads already use every core, and oversubscribed
+# BLAS thread pools made a 1,000-row forward pass 20x slower under load. Workers inherit this
+# environment and import numpy only after the fork.
+for _blas in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_blas, "1")
 
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mnist-serve-metrics-")
