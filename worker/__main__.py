@@ -57,8 +57,9 @@ def _run_until_stopped(queues: list[str], name: str | None, burst: bool, context
             worker.work(burst=burst, logging_level=level)
         except redis.exceptions.ConnectionError as exc:
             log.error("Redis is unreachable (%s)", exc)
-        # RQ sets _stop_requested on SIGTERM/SIGINT (warm shutdown); anything else was an error.
-        if burst or getattr(worker, "_stop_requested", False):
+        # RQ records every SIGTERM/SIGINT (idle or busy) in _shutdown_requested_date; a work()
+        # that returned without one gave up on Redis.
+        if burst or getattr(worker, "_shutdown_requested_date", None) is not None:
             return True
         signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
         delay = 0.5
