@@ -144,3 +144,14 @@ def test_second_start_reuses_the_model(launcher: Launcher, mnist: Dataset) -> No
     assert "nothing to do" in launcher.log().removeprefix(first)
     assert ModelRegistry(launcher.models).versions("mnist") == [1]
     assert predict_accuracy(launcher.url, mnist, slice(0, 50))[1] == 1
+
+
+def test_no_training_data_stops_everything_with_the_message(launcher: Launcher, tmp_path: Path) -> None:
+    launcher.env.update({"DATA_DIR": str(tmp_path / "empty"), "MNIST_URLS": "none"})
+    with pytest.raises(RuntimeError, match="exited with 2"):
+        launcher.start()
+    log = launcher.log()
+    assert "no training data for the first model" in log and "train.csv" in log
+    assert "[run-local] stopped" in log  # the redis-server it had started was stopped too
+    assert not marked_pids(launcher.marker)
+    assert not (launcher.run_dir / "pids").exists()
