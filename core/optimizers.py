@@ -6,7 +6,10 @@ keeps its per-layer state (momentum, Adam moments) keyed by the layer's identity
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -90,29 +93,71 @@ class Adam(Optimizer):
 
     def update(self, layer: Dense) -> None:
         dw, db = self.gradients(layer)
-        if id(layer) not in self.moments:  # (setdefault would allocate four arrays on every call)
+        if id(layer) not in self.moments:
             self.moments[id(layer)] = [np.zeros_like(layer.weights), np.zeros_like(layer.weights),
                                        np.zeros_like(layer.biases), np.zeros_like(layer.biases)]
         state = self.moments[id(layer)]
-        # Fold both bias corrections into one step size instead of building corrected copies.
+        # The moments are kept unnormalised, m' = m / (1 - beta1) and v' = v / (1 - beta2), so each
+        # update is m' = beta1 m' + g and v' = beta2 v' + g^2 with no (1 - beta) scaling passes.
+        # Those factors and both bias corrections fold into two scalars:
+        #   lr sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps) = step * m' / (sqrt(v') + eps')
+        #   with step = lr (1 - beta1) sqrt(1 - beta2^t) / ((1 - beta1^t) sqrt(1 - beta2)),
+        #   eps' = eps / sqrt(1 - beta2).
         t = self.iterations
         kind = layer.weights.dtype.type
-        step = kind(self.learning_rate * math.sqrt(1 - self.beta2**t) / (1 - self.beta1**t))
+        root = math.sqrt(1 - self.beta2)
+        step = kind(self.learning_rate * (1 - self.beta1) * math.sqrt(1 - self.beta2**t) / ((1 - self.beta1**t) * root))
+        epsilon = kind(self.epsilon / root)
+        beta1, beta2 = kind(self.beta1), kind(self.beta2)
         for param, grad, m, v in ((layer.weights, dw, state[0], state[1]), (layer.biases, db, state[2], state[3])):
-            # Every line works in place through one scratch array: no parameter-sized temporaries.
-            scratch = self._scratch(param)
-            m *= kind(self.beta1)
-            np.multiply(grad, kind(1 - self.beta1), out=scratch)
-            m += scratch
-            v *= kind(self.beta2)
-            np.square(grad, out=scratch)
-            scratch *= kind(1 - self.beta2)
-            v += scratch
-            np.sqrt(v, out=scratch)
-            scratch += kind(self.epsilon)
-            np.divide(m, scratch, out=scratch)
-            scratch *= step
-            param -= scratch
+            arrays = (param, grad, m, v, self._scratch(param))
+            chunks = _row_chunks(len(param)) if param.size >= _PARALLEL_MIN_SIZE else [slice(None)]
+            if len(chunks) == 1:
+                _adam_chunk(*arrays, beta1, beta2, epsilon, step)
+                continue
+            # numpy's element-wise loops release the GIL, so row blocks update on all cores at once
+            # (as PyTorch's Adam does); blocks are disjoint, so the result does not depend on timing.
+            futures = [_pool().submit(_adam_chunk, *(a[rows] for a in arrays), beta1, beta2, epsilon, step)
+                       for rows in chunks]
+            for future in futures:
+                future.result()
+
+
+def _adam_chunk(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, scratch: np.ndarray,
+                beta1: np.floating, beta2: np.floating, epsilon: np.floating, step: np.floating) -> None:
+    """Ten in-place passes, no temporaries (see ``Adam.update`` for the algebra)."""
+    m *= beta1
+    m += grad
+    v *= beta2
+    np.square(grad, out=scratch)
+    v += scratch
+    np.sqrt(v, out=scratch)
+    scratch += epsilon
+    np.divide(m, scratch, out=scratch)
+    scratch *= step
+    param -= scratch
+
+
+# Below this many elements a thread hand-off costs more than the update itself.
+_PARALLEL_MIN_SIZE = 1 << 16
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """A per-process thread pool (re-created after a fork: threads do not survive one)."""
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=_n_threads(), thread_name_prefix="optimizer"))
+    return _POOL[1]
+
+
+def _n_threads() -> int:
+    return max(1, min(len(os.sched_getaffinity(0)), 8))
+
+
+def _row_chunks(n_rows: int) -> list[slice]:
+    bounds = np.linspace(0, n_rows, min(_n_threads(), n_rows) + 1).astype(int)
+    return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")

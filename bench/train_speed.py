@@ -1,0 +1,212 @@
+"""Training speed: our numpy trainer against PyTorch (CPU) and scikit-learn's MLPClassifier.
+
+Same data (MNIST from ``$MNIST_DIR``: first 8,000 digits to train, last 2,000 as dev), same
+architecture (784-hidden-10, ReLU, softmax cross-entropy), same optimizer (Adam, constant
+learning rate), batch size and number of epochs, all measured in the same run. Each framework
+runs in its own child process, one after the other, so its peak memory is its own.
+
+    .venv/bin/python bench/train_speed.py [--epochs 10] [--hidden 1024] [--batch-size 128]
+
+What the figures mean:
+- cpu s/epoch: process CPU time (all threads) per epoch, steadier than wall time on a busy machine.
+- seconds/epoch: wall time of the training epochs only (data loading, imports and the final dev
+  evaluation are excluded; per-epoch dev evaluation is off in all three).
+- peak RSS: ``ru_maxrss`` of the child process (whole process: interpreter, framework libraries
+  and data included); "train +MiB" is that peak minus the RSS measured just before training,
+  i.e. roughly what the training itself added.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, Python puts bench/ first on sys.path, where a sibling module (bench/http.py)
+# would shadow the standard library's; import from the repository root instead.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+
+FRAMEWORKS = ("ours", "pytorch", "sklearn")
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def load_data(mnist_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from core.datasets import load_dataset
+
+    train_set, dev_set = load_dataset(mnist_dir).split_last(0.2)
+    return train_set.X, train_set.y, dev_set.X, dev_set.y
+
+
+def run_ours(args: argparse.Namespace, data: tuple[np.ndarray, ...]) -> dict[str, Any]:
+    from core.datasets import Dataset
+    from core.training_config import TrainConfig
+    from trainer.training import EpochReport, train
+
+    X, y, X_dev, y_dev = data
+    config = TrainConfig(hidden=args.hidden, optimizer="adam", lr=args.lr, lr_schedule="constant",
+                         dropout=args.dropout, epochs=args.epochs, batch_size=args.batch_size, augment_shift=0,
+                         early_stopping=0, seed=args.seed)
+    seconds: list[float] = []
+    cpu = [time.process_time()]
+
+    def on_epoch(report: EpochReport) -> None:
+        seconds.append(report.seconds)
+        cpu.append(time.process_time())
+
+    result = train(Dataset(X, y, "bench", "-"), None, config, on_epoch)
+    predicted = result.model.predict(X_dev)[0]
+    return {"epoch_seconds": seconds, "epoch_cpu": list(np.diff(cpu)),
+            "dev_accuracy": float((predicted == y_dev).mean())}
+
+
+def run_pytorch(args: argparse.Namespace, data: tuple[np.ndarray, ...]) -> dict[str, Any]:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(args.seed)
+    X, y, X_dev, y_dev = data
+    X_t = torch.from_numpy(X.astype(np.float32) / 255)
+    y_t = torch.from_numpy(y.astype(np.int64))
+    layers: list[nn.Module] = []
+    sizes = [784, *args.hidden, 10]
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+            if args.dropout:
+                layers.append(nn.Dropout(args.dropout))
+    model = nn.Sequential(*layers)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    loss_fn = nn.CrossEntropyLoss()
+    seconds, cpu = [], []
+    for _ in range(args.epochs):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        model.train()
+        order = torch.randperm(len(X_t))
+        for start in range(0, len(X_t), args.batch_size):
+            index = order[start:start + args.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(X_t[index]), y_t[index])
+            loss.backward()
+            optimizer.step()
+        seconds.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
+    model.eval()
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(X_dev.astype(np.float32) / 255)).argmax(dim=1).numpy()
+    return {"epoch_seconds": seconds, "epoch_cpu": cpu, "dev_accuracy": float((predicted == y_dev).mean()),
+            "threads": torch.get_num_threads()}
+
+
+def run_sklearn(args: argparse.Namespace, data: tuple[np.ndarray, ...]) -> dict[str, Any]:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    X, y, X_dev, y_dev = data
+    # alpha=0: no L2 (ours and PyTorch have none here); tol/n_iter_no_change: never stop early.
+    classifier = MLPClassifier(hidden_layer_sizes=tuple(args.hidden), activation="relu", solver="adam",
+                               learning_rate_init=args.lr, batch_size=args.batch_size, max_iter=args.epochs,
+                               alpha=0.0, shuffle=True, random_state=args.seed, tol=0.0,
+                               n_iter_no_change=args.epochs + 1)
+    X32 = X.astype(np.float32) / 255
+    started, cpu_started = time.perf_counter(), time.process_time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        classifier.fit(X32, y)
+    total, total_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    predicted = classifier.predict(X_dev.astype(np.float32) / 255)
+    # MLPClassifier exposes no per-epoch timing; its fit time spread evenly over its epochs.
+    return {"epoch_seconds": [total / classifier.n_iter_] * classifier.n_iter_,
+            "epoch_cpu": [total_cpu / classifier.n_iter_] * classifier.n_iter_,
+            "dev_accuracy": float((predicted == y_dev).mean())}
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run one framework and print one JSON line with its figures."""
+    data = load_data(args.mnist_dir)
+    runner = {"ours": run_ours, "pytorch": run_pytorch, "sklearn": run_sklearn}[args.child]
+    if args.child == "pytorch":
+        import torch  # imported before the baseline so the library itself is not counted as training
+        del torch
+    elif args.child == "sklearn":
+        import sklearn.neural_network  # noqa: F401
+    baseline = current_rss_mib()
+    result = runner(args, data)
+    result["rss_before_mib"] = baseline
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def run_child(framework: str, args: argparse.Namespace) -> dict[str, Any]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", framework, "--epochs", str(args.epochs),
+               "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--dropout", str(args.dropout),
+               "--seed", str(args.seed), "--mnist-dir", str(args.mnist_dir), "--hidden", *map(str, args.hidden)]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{framework} failed (exit {proc.returncode}):\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    default_mnist = Path(os.environ.get("MNIST_DIR", REPO_ROOT.parent / "shared" / "data" / "mnist"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[1024])
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--dropout", type=float, default=0.0, help="ours and PyTorch only (sklearn has none)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mnist-dir", type=Path, default=default_mnist, help="default $MNIST_DIR or %(default)s")
+    parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
+    parser.add_argument("--child", choices=FRAMEWORKS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    architecture = "-".join(map(str, [784, *args.hidden, 10]))
+    print(f"architecture {architecture}, Adam lr {args.lr:g} constant, batch {args.batch_size}, "
+          f"{args.epochs} epochs, dropout {args.dropout:g} (ours/pytorch), 8000 train / 2000 dev digits")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  cpus: {os.cpu_count()}")
+    results = {name: run_child(name, args) for name in args.frameworks}
+    print(f"{'framework':<10} {'s/epoch':>8} {'median':>8} {'cpu s/ep':>8} {'dev acc':>8} {'peak RSS MiB':>13} "
+          f"{'train +MiB':>11}")
+    for name, result in results.items():
+        epoch = result["epoch_seconds"]
+        print(f"{name:<10} {np.mean(epoch):>8.3f} {np.median(epoch):>8.3f} {np.mean(result['epoch_cpu']):>8.3f} "
+              f"{result['dev_accuracy']:>8.4f} "
+              f"{result['peak_rss_mib']:>13.0f} {result['peak_rss_mib'] - result['rss_before_mib']:>11.0f}")
+    if "ours" in results:
+        ours = np.mean(results["ours"]["epoch_seconds"])
+        for name in ("pytorch", "sklearn"):
+            if name in results:
+                ratio = ours / np.mean(results[name]["epoch_seconds"])
+                cpu_ratio = np.mean(results["ours"]["epoch_cpu"]) / np.mean(results[name]["epoch_cpu"])
+                print(f"ratio ours/{name}: {ratio:.2f} wall s/epoch, {cpu_ratio:.2f} CPU s/epoch "
+                      f"(< 1 means ours is faster)")
+    if "pytorch" in results:
+        print(f"pytorch intra-op threads: {results['pytorch']['threads']}")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
