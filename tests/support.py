@@ -70,7 +70,11 @@ class RedisServer:
             [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
              "--dir", str(self.workdir), "--protected-mode", "yes"],
             stdout=open(self.workdir / "redis.log", "ab"), stderr=subprocess.STDOUT)
-        wait_until(self.ping, 10, f"redis-server on port {self.port}")
+        try:
+            wait_until(self.ping, 10, f"redis-server on port {self.port}")
+        except BaseException:
+            self.stop()
+            raise
 
     def ping(self) -> bool:
         try:
@@ -115,7 +119,11 @@ class GunicornServer:
             except requests.RequestException:
                 return False
 
-        wait_until(up, timeout, f"gunicorn on {self.url}")
+        try:
+            wait_until(up, timeout, f"gunicorn on {self.url}")
+        except BaseException:
+            self.stop()  # a server that never came up must not outlive the test session
+            raise
 
     def stop(self) -> None:
         if self.proc is not None:
