@@ -49,14 +49,23 @@ class TrainResult:
     seconds: float = 0.0
 
 
+# Rows per evaluation pass: bounds the hidden activations (8,000 x 1,024 floats would be 32 MB).
+_EVAL_ROWS = 2048
+
+
 def loss_and_accuracy(model: Model, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    probabilities = model.predict_proba(X)
-    return cross_entropy(probabilities, y), float((probabilities.argmax(axis=1) == y).mean())
+    """Mean cross-entropy and accuracy of ``model`` on raw pixels ``X`` (0..255), in row blocks."""
+    return _from_probabilities(np.concatenate([model.predict_proba(X[i:i + _EVAL_ROWS])
+                                               for i in range(0, max(len(X), 1), _EVAL_ROWS)]), y)
 
 
 def _scaled_loss_and_accuracy(network: Network, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """As ``loss_and_accuracy`` for inputs already scaled (same forward pass, scaled once)."""
-    probabilities = network.predict_proba(X)
+    """As ``loss_and_accuracy`` for inputs already scaled."""
+    return _from_probabilities(np.concatenate([network.predict_proba(X[i:i + _EVAL_ROWS])
+                                               for i in range(0, max(len(X), 1), _EVAL_ROWS)]), y)
+
+
+def _from_probabilities(probabilities: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return cross_entropy(probabilities, y), float((probabilities.argmax(axis=1) == y).mean())
 
 
@@ -131,7 +140,7 @@ def train(train_set: Dataset, dev_set: Dataset | None, config: TrainConfig,
         best_epoch = best[1]
     metrics: dict[str, float] = {}
     # Training accuracy on the un-augmented data with dropout off: what the model really fits.
-    metrics["train_loss"], metrics["train_accuracy"] = loss_and_accuracy(model, X_raw, y)
+    metrics["train_loss"], metrics["train_accuracy"] = _scaled_loss_and_accuracy(network, X, y)
     if dev_set is not None and dev_set.y is not None:
         metrics["dev_loss"], metrics["dev_accuracy"] = loss_and_accuracy(model, dev_set.X, dev_set.y)
     return TrainResult(model, curve, best_epoch, metrics, time.perf_counter() - started)
