@@ -1,6 +1,6 @@
 """Batch scoring benchmark: the full job (upload, queue, worker, result) against the raw limit.
 
-    python bench/batch.py [--rows 100000 | --rows 1000000]
+    .venv/bin/python -m bench.batch [--rows 100000 | --rows 1000000]
 
 (a) raw limit: pandas reads the CSV and one numpy forward pass scores every row;
 (b) full job: POST the CSV to gunicorn, RQ on a private redis-server, ``python -m worker``
@@ -12,29 +12,24 @@ rows repeated, so the file has the size and sparsity of a Kaggle test.csv.
 
 from __future__ import annotations
 
+import argparse
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# Run as a script, Python puts bench/ first on the path, where bench/http.py would shadow the
-# standard library's http; put the repository root there instead.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
+import numpy as np
+import pandas as pd
+import requests
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import requests  # noqa: E402
-
-from core.datasets import PIXEL_COLUMNS, load_dataset  # noqa: E402
-from core.registry import ModelRegistry  # noqa: E402
-from core.training_config import TrainConfig  # noqa: E402
-from tests.support import REPO_ROOT, GunicornServer, RedisServer, stop_process, wait_until  # noqa: E402
-from trainer.pipeline import train_and_publish  # noqa: E402
+from core.datasets import PIXEL_COLUMNS, load_dataset
+from core.registry import ModelRegistry
+from core.training_config import TrainConfig
+from tests.support import REPO_ROOT, GunicornServer, RedisServer, stop_process, wait_until
+from trainer.pipeline import train_and_publish
 
 
 def write_csv(path: Path, pixels: np.ndarray, rows: int) -> None:

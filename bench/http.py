@@ -6,33 +6,26 @@ binary infer. Prints throughput and client p50/p99, the server-side time (``Serv
 the ratio single-predict / trivial (goal >= 0.8) and ms per 1,000-instance request (goals:
 JSON < 100 ms, binary < 10 ms). Bounded: at most ``--requests`` per scenario and ``--seconds``.
 
-    .venv/bin/python bench/http.py [--models-dir DIR] [--requests 2000] [--seconds 10]
+    .venv/bin/python -m bench.http [--models-dir DIR] [--requests 2000] [--seconds 10]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path and "http.py" would shadow the
-# standard library's http package that requests needs: put the repository there instead.
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
+import numpy as np
+import orjson
+import requests
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-
-import numpy as np  # noqa: E402
-import orjson  # noqa: E402
-import requests  # noqa: E402
-
-from core.datasets import load_dataset  # noqa: E402
-from core.registry import ModelRegistry  # noqa: E402
-from tests.support import GunicornServer, free_port  # noqa: E402
+from core.datasets import load_dataset
+from core.registry import ModelRegistry
+from tests.support import REPO_ROOT, GunicornServer, free_port
 
 Call = Callable[[requests.Session], requests.Response]
 
@@ -93,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models-dir", type=Path, help="registry with an 'mnist' model (default: train one)")
     parser.add_argument("--mnist-dir", type=Path,
-                        default=Path(os.environ.get("MNIST_DIR", REPO.parent / "shared" / "data" / "mnist")))
+                        default=Path(os.environ.get("MNIST_DIR", REPO_ROOT.parent / "shared" / "data" / "mnist")))
     parser.add_argument("--requests", type=int, default=2000, help="at most this many requests per scenario")
     parser.add_argument("--seconds", type=float, default=10.0, help="at most this long per scenario")
     parser.add_argument("--threads", type=int, default=4, help="client threads (keep-alive sessions)")

@@ -5,7 +5,7 @@ architecture (784-hidden-10, ReLU, softmax cross-entropy), same optimizer (Adam,
 learning rate), batch size and number of epochs, all measured in the same run. Each framework
 runs in its own child process, one after the other, so its peak memory is its own.
 
-    .venv/bin/python bench/train_speed.py [--epochs 10] [--hidden 1024] [--batch-size 128]
+    .venv/bin/python -m bench.train_speed [--epochs 10] [--hidden 1024] [--batch-size 128]
 
 What the figures mean:
 - cpu s/epoch: process CPU time (all threads) per epoch, steadier than wall time on a busy machine.
@@ -29,15 +29,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, Python puts bench/ first on sys.path, where a sibling module (bench/http.py)
-# would shadow the standard library's; import from the repository root instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-import numpy as np  # noqa: E402
-
 FRAMEWORKS = ("ours", "pytorch", "sklearn")
 
 
@@ -157,10 +151,10 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_child(framework: str, args: argparse.Namespace) -> dict[str, Any]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", framework, "--epochs", str(args.epochs),
+    command = [sys.executable, "-m", "bench.train_speed", "--child", framework, "--epochs", str(args.epochs),
                "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--dropout", str(args.dropout),
                "--seed", str(args.seed), "--mnist-dir", str(args.mnist_dir), "--hidden", *map(str, args.hidden)]
-    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    proc = subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO_ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"{framework} failed (exit {proc.returncode}):\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
