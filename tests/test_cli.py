@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from core.datasets import load_kaggle_csv
 from core.registry import ModelRegistry
 from tests.support import REPO_ROOT
 
@@ -102,3 +104,30 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "trainer", "train", "--data", "x", "--optimizer", "rmsprop"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "invalid choice: 'rmsprop'" in proc.stderr
+
+
+@pytest.mark.parametrize("fmt", ["csv", "train-csv", "v1-json"])
+def test_export_writes_request_bodies_that_read_back_as_the_same_digits(tmp_path: Path, mnist_dir: Path, mnist,
+                                                                        fmt: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "trainer", "export", "--data", str(mnist_dir), "--start", "9990",
+                           "--rows", "25", "--format", fmt], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote 10 rows" in proc.stderr  # only 10 rows are left after 9990
+    if fmt == "v1-json":
+        instances = json.loads(proc.stdout)["instances"]
+        assert instances == mnist.X[9990:].astype(int).tolist()
+        return
+    path = tmp_path / "rows.csv"
+    path.write_text(proc.stdout)
+    exported = load_kaggle_csv(path, require_label=fmt == "train-csv")
+    assert np.array_equal(exported.X, mnist.X[9990:])
+    if fmt == "train-csv":
+        assert np.array_equal(exported.y, mnist.y[9990:])
+
+
+def test_export_refuses_a_start_past_the_end(mnist_dir: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "trainer", "export", "--data", str(mnist_dir), "--start", "10000"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--start 10000 is outside the dataset's 10000 rows" in proc.stderr

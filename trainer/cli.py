@@ -18,6 +18,7 @@ from core.registry import ModelRegistry, RegistryError
 from core.settings import Settings
 from core.training_config import PRESETS, TrainConfig
 from trainer.evaluation import evaluate, format_report
+from trainer.export import EXPORT_FORMATS, export_rows
 from trainer.pipeline import train_and_publish
 from trainer.training import EpochReport
 
@@ -71,6 +72,13 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
             sub.add_argument("version", type=int)
         if action == "promote":
             sub.add_argument("--alias", default="production", help="alias to point (default %(default)s)")
+
+    export_cmd = commands.add_parser("export", help="write dataset rows as a Kaggle CSV or a V1 JSON request body")
+    export_cmd.add_argument("--data", required=True, help="MNIST IDX directory or file, Kaggle CSV, or .npz")
+    export_cmd.add_argument("--format", choices=EXPORT_FORMATS, default="csv",
+                            help="csv (Kaggle test.csv), train-csv (with label) or v1-json (default %(default)s)")
+    export_cmd.add_argument("--start", type=int, default=0, help="first row (default 0)")
+    export_cmd.add_argument("--rows", type=int, default=10, help="how many rows (default %(default)s)")
     return parser
 
 
@@ -145,10 +153,17 @@ def describe_error(exc: Exception) -> str:
     return str(exc)
 
 
+def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
+    written = export_rows(load_dataset(args.data, require_labels=args.format == "train-csv"), args.start,
+                          args.rows, args.format, sys.stdout)
+    print(f"wrote {written} rows as {args.format}", file=sys.stderr)
+    return {"rows": written}
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     args = build_parser(settings).parse_args(argv)
-    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "models": cmd_models}[args.command]
+    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "models": cmd_models, "export": cmd_export}[args.command]
     try:
         result = handler(args)
     except (DatasetError, RegistryError, ValidationError, ValueError, OSError) as exc:
@@ -157,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "json", False):
             print(json.dumps({"error": message}))
         return 2
-    if args.json:
+    if getattr(args, "json", False):
         print(json.dumps(result, default=str))
     elif args.command == "models" and args.action == "show":
         print(json.dumps(result, indent=2))

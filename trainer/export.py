@@ -1,0 +1,41 @@
+"""Rows of a dataset written the way clients send them: Kaggle CSV layouts and V1 JSON requests.
+
+``python -m trainer export`` turns MNIST files into ready-made request bodies for the README's
+curl examples, for load tests and for trying the service without writing code.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TextIO
+
+import numpy as np
+
+from core.datasets import PIXEL_COLUMNS, Dataset
+
+EXPORT_FORMATS = ("csv", "train-csv", "v1-json")
+
+
+def export_rows(dataset: Dataset, start: int, count: int, fmt: str, out: TextIO) -> int:
+    """Write rows ``start .. start+count`` of ``dataset`` to ``out``; returns how many were written.
+
+    ``csv`` is Kaggle's test.csv layout (``pixel0..pixel783``), ``train-csv`` its train.csv
+    layout (``label`` first), ``v1-json`` a V1 predict body ``{"instances": [[784 numbers], ...]}``.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r} (expected one of {', '.join(EXPORT_FORMATS)})")
+    if not 0 <= start < len(dataset):
+        raise ValueError(f"--start {start} is outside the dataset's {len(dataset)} rows")
+    pixels = np.rint(dataset.X[start:start + count]).astype(np.int64)
+    if fmt == "v1-json":
+        json.dump({"instances": pixels.tolist()}, out, separators=(",", ":"))
+        out.write("\n")
+        return len(pixels)
+    labelled = fmt == "train-csv"
+    if labelled and dataset.y is None:
+        raise ValueError(f"{dataset.source}: has no labels for the train.csv layout")
+    header = ["label", *PIXEL_COLUMNS] if labelled else PIXEL_COLUMNS
+    table = np.column_stack([dataset.y[start:start + count], pixels]) if labelled else pixels
+    out.write(",".join(header) + "\n")
+    np.savetxt(out, table, fmt="%d", delimiter=",")
+    return len(pixels)
