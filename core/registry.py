@@ -123,18 +123,12 @@ class ModelRegistry:
             return {}
         return {str(k): int(v) for k, v in data.items()}
 
-    @contextlib.contextmanager
-    def _aliases_lock(self, name: str) -> Iterator[None]:
+    def _aliases_lock(self, name: str) -> contextlib.AbstractContextManager[None]:
         # Alias updates are read-modify-write; an flock on a side file serialises them across
         # processes (and containers sharing the volume) without blocking readers.
         directory = self.model_dir(name)
         directory.mkdir(parents=True, exist_ok=True)
-        with open(directory / ".aliases.lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        return exclusive_lock(directory / ".aliases.lock")
 
     def _write_aliases(self, name: str, aliases: dict[str, int]) -> None:
         directory = self.model_dir(name)
@@ -259,6 +253,17 @@ class ModelRegistry:
             raise CorruptVersion(f"model {name!r} version {version}: {weights_path.name} or {MANIFEST_FILE} "
                                  f"cannot be used ({type(exc).__name__}: {exc}); refusing to load it") from exc
         return Model(network, scaling, name, version, manifest)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing): one holder across processes."""
+    with open(path, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _json_default(value: Any) -> Any:

@@ -16,19 +16,17 @@ When none of these works it exits 2 with a message that says what to put where.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import shlex
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.registry import ModelRegistry
+from core.registry import ModelRegistry, exclusive_lock
 from core.settings import Settings
 from trainer.cli import main as trainer_main
 
@@ -162,16 +160,10 @@ def no_data_message(data_dir: Path, download_dir: Path, mirrors: list[str], fail
     )
 
 
-@contextlib.contextmanager
-def bootstrap_lock(models_dir: Path) -> Iterator[None]:
+def bootstrap_lock(models_dir: Path) -> contextlib.AbstractContextManager[None]:
     # Two launchers starting at once (e.g. a scaled-out compose run) must not both train.
     models_dir.mkdir(parents=True, exist_ok=True)
-    with open(models_dir / ".bootstrap.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return exclusive_lock(models_dir / ".bootstrap.lock")
 
 
 def run(settings: Settings, boot: BootstrapSettings) -> int:
