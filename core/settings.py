@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,3 +39,11 @@ class Settings(BaseSettings):
     worker_maintenance_interval: int = Field(60, ge=1, description="seconds between abandoned-job and "
                                                                     "expired-file cleanups in an idle worker")
     scoring_chunk_rows: int = Field(10_000, ge=1, le=1_000_000, description="CSV rows a scoring job holds at once")
+
+    @field_validator("models_dir", "data_dir", "jobs_dir", mode="after")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        # Resolved once, against the directory the process started in: later code (Flask's
+        # send_file resolves relative paths against the package, RQ work horses, subprocesses)
+        # must never reinterpret a relative path against some other directory.
+        return path.expanduser().absolute()

@@ -93,8 +93,9 @@ class RedisServer:
 class GunicornServer:
     """``gunicorn -c deploy/gunicorn.conf.py "service:create_app()"`` on a free loopback port."""
 
-    def __init__(self, env: Mapping[str, str], logdir: Path, workers: int = 2) -> None:
+    def __init__(self, env: Mapping[str, str], logdir: Path, workers: int = 2, cwd: Path = REPO_ROOT) -> None:
         self.port = free_port()
+        self.cwd = cwd
         self.env = {**os.environ, **env, "BIND": f"127.0.0.1:{self.port}", "WEB_CONCURRENCY": str(workers)}
         self.logdir = logdir
         self.proc: subprocess.Popen | None = None
@@ -109,7 +110,7 @@ class GunicornServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(REPO_ROOT / "deploy" / "gunicorn.conf.py"),
              "service:create_app()"],
-            cwd=REPO_ROOT, env=self.env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
+            cwd=self.cwd, env=self.env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
 
         def up() -> bool:
             if self.proc.poll() is not None:

@@ -59,6 +59,7 @@ class Stack:
     jobs_dir: Path
     data_dir: Path
     logdir: Path
+    cwd: Path = REPO_ROOT
     workers: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -72,7 +73,7 @@ class Stack:
         name = f"w{len(self.workers) + 1}-{os.getpid()}-{int(time.time() * 1000) % 100000}"
         args = [sys.executable, "-m", "worker", "--name", name, *(["--queues", *queues] if queues else [])]
         log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(args, cwd=REPO_ROOT, env={**os.environ, **self.env}, stdout=log,
+        proc = subprocess.Popen(args, cwd=self.cwd, env={**os.environ, **self.env}, stdout=log,
                                 stderr=subprocess.STDOUT)
         self.workers[name] = proc
 
@@ -149,10 +150,11 @@ def kill_worker_and_horse(proc: subprocess.Popen) -> None:
 
 @pytest.fixture()
 def make_stack(tmp_path: Path, models_dir: Path, redis_server: RedisServer) -> Iterator[Callable[..., Stack]]:
-    """Factory: ``make_stack(workers=1, **env)`` -> a running API plus workers on a fresh Redis DB."""
+    """Factory: ``make_stack(workers=1, cwd=REPO_ROOT, **env)`` -> a running API plus workers on a fresh
+    Redis DB, all started in ``cwd``."""
     stacks: list[Stack] = []
 
-    def make(workers: int = 1, **env: str) -> Stack:
+    def make(workers: int = 1, cwd: Path = REPO_ROOT, **env: str) -> Stack:
         db = next(_databases)
         redis_url = redis_server.url.rsplit("/", 1)[0] + f"/{db}"
         redis.Redis.from_url(redis_url).flushdb()  # a private server; this DB is ours now
@@ -163,8 +165,8 @@ def make_stack(tmp_path: Path, models_dir: Path, redis_server: RedisServer) -> I
         (tmp_path / "data").mkdir(exist_ok=True)
         logdir = tmp_path / "logs"
         logdir.mkdir(exist_ok=True)
-        api = GunicornServer(full_env, logdir)
-        stack = Stack(api, redis_url, full_env, models_dir, tmp_path / "jobs", tmp_path / "data", logdir)
+        api = GunicornServer(full_env, logdir, cwd=cwd)
+        stack = Stack(api, redis_url, full_env, models_dir, tmp_path / "jobs", tmp_path / "data", logdir, cwd)
         stacks.append(stack)
         api.start()
         for _ in range(workers):

@@ -46,6 +46,19 @@ def test_score_kaggle_test_csv_round_trip(make_stack, mnist, tmp_path: Path):
     assert [job["job_id"] for job in listed] == [body["job_id"]]
 
 
+def test_relative_directories_mean_the_start_directory(make_stack, mnist, tmp_path: Path):
+    """What ``make run`` does: MODELS_DIR=models, JOBS_DIR=jobs, relative to where the stack starts
+    (Flask's send_file would otherwise look for the result inside the service package)."""
+    stack = make_stack(cwd=tmp_path, MODELS_DIR="models", JOBS_DIR="jobs", DATA_DIR="data")
+    csv_path = write_kaggle_csv(tmp_path / "test.csv", mnist.X[:100])
+    job_id = stack.submit_csv(csv_path).json()["job_id"]
+    status = stack.wait(job_id)
+    assert status["status"] == "finished", status
+    result = requests.get(stack.url + status["result_url"], timeout=30)
+    assert result.status_code == 200, result.text
+    assert result.text == (tmp_path / "jobs" / job_id / "result.csv").read_text()
+
+
 def test_score_train_layout_multipart_with_probabilities_and_version(make_stack, mnist, tmp_path: Path):
     stack = make_stack()
     csv_path = write_kaggle_csv(tmp_path / "train.csv", mnist.X[:500], mnist.y[:500])
