@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from core.datasets import N_CLASSES, N_PIXELS
 from core.model import InputScaling, Model
 from core.network import Network
 
@@ -39,6 +41,9 @@ MANIFEST_FILE = "model.json"
 ALIASES_FILE = "aliases.json"
 PRODUCTION = "production"
 _MAX_PUBLISH_ATTEMPTS = 1000
+# ASCII only: str.isalnum/isdigit accept other scripts' letters and digits ("²", "٣"), which
+# int() and file systems then treat differently. \Z, not $: "$" also matches before a final newline.
+_ALIAS = re.compile(r"(?!\d+\Z)[A-Za-z0-9_-]{1,64}\Z")
 
 
 class RegistryError(Exception):
@@ -63,6 +68,43 @@ class NoModelPublished(RegistryError):
 
 class DigestMismatch(RegistryError):
     status = 500
+
+
+class InvalidName(RegistryError):
+    """A malformed alias (or other name) given by a caller: bad input, not a broken registry."""
+
+    status = 422
+
+
+class AliasChanged(RegistryError):
+    """A compare-and-set alias update found the alias no longer pointing where the caller expected."""
+
+    status = 409
+
+
+class PromotionRefused(RegistryError):
+    """The version exists but cannot be served (bad digest, unusable weights or architecture)."""
+
+    status = 409
+
+
+class _Unchecked:
+    """Type of ``UNCHECKED``: ``set_alias`` without a compare-and-set condition."""
+
+
+UNCHECKED = _Unchecked()
+
+
+def is_decimal(text: str) -> bool:
+    """ASCII digits only: ``"²".isdigit()`` is True, yet ``int("²")`` raises."""
+    return text.isascii() and text.isdigit()
+
+
+def check_alias(alias: str) -> str:
+    """The one alias rule for the API, the CLI and the registry: 1-64 ASCII letters, digits, '-', '_'."""
+    if not isinstance(alias, str) or not _ALIAS.match(alias):
+        raise InvalidName(f"invalid alias {alias!r}: use 1-64 ASCII letters, digits, '-' or '_', not only digits")
+    return alias
 
 
 class CorruptVersion(DigestMismatch):
@@ -96,7 +138,7 @@ class ModelRegistry:
         directory = self.model_dir(name)
         if not directory.is_dir():
             return []
-        return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and int(p.name) > 0)
+        return sorted(int(p.name) for p in directory.iterdir() if is_decimal(p.name) and int(p.name) > 0)
 
     def fingerprint(self, name: str) -> tuple[int, ...]:
         """A cheap stat-based token that changes whenever a version or an alias changes.
@@ -134,17 +176,38 @@ class ModelRegistry:
         directory = self.model_dir(name)
         _atomic_write(directory / ALIASES_FILE, json.dumps(dict(sorted(aliases.items())), indent=2).encode())
 
-    def set_alias(self, name: str, alias: str, version: int) -> dict[str, int]:
-        """Point ``alias`` at an existing ``version``; returns all aliases after the change."""
-        if not alias or not alias.replace("-", "").replace("_", "").isalnum() or alias.isdigit():
-            raise RegistryError(f"invalid alias {alias!r}: use letters, digits, '-' or '_', not only digits")
+    def set_alias(self, name: str, alias: str, version: int,
+                  expected: int | _Unchecked | None = UNCHECKED) -> dict[str, int]:
+        """Point ``alias`` at an existing ``version``; returns all aliases after the change.
+
+        ``expected`` makes it a compare-and-set under the alias lock: the alias must still point at
+        that version (``None``: must not exist yet), else ``AliasChanged`` and nothing is written.
+        """
+        check_alias(alias)
         with self._aliases_lock(name):
             if version not in self.versions(name):
                 raise VersionNotFound(f"model {name!r} has no version {version}")
             aliases = self.aliases(name)
+            if not isinstance(expected, _Unchecked) and aliases.get(alias) != expected:
+                raise AliasChanged(f"alias {alias!r} of model {name!r} now points at version {aliases.get(alias)}, "
+                                   f"not {expected}: it changed meanwhile; not moving it to version {version}")
             aliases[alias] = int(version)
             self._write_aliases(name, aliases)
             return aliases
+
+    def promote(self, name: str, alias: str, version: int,
+                expected: int | _Unchecked | None = UNCHECKED) -> dict[str, int]:
+        """``set_alias`` after checking that ``version`` loads (digest, weights, architecture).
+
+        Promoting a version that every server would refuse to load would report success while
+        the old version keeps serving; this refuses it up front with the reason (409).
+        """
+        check_alias(alias)
+        try:
+            self.load(name, version=version)
+        except DigestMismatch as exc:  # CorruptVersion included
+            raise PromotionRefused(f"cannot point {alias!r} at version {version}: {exc}") from exc
+        return self.set_alias(name, alias, version, expected)
 
     def resolve(self, name: str, version: int | None = None, alias: str | None = None) -> int:
         """The version number that ``version`` / ``alias`` (default: production) designates."""
@@ -249,10 +312,19 @@ class ModelRegistry:
                 arrays = {key: archive[key] for key in archive.files}
             network = Network.from_arrays(manifest["architecture"], arrays)
             scaling = InputScaling.from_json(manifest["input_scaling"])
+            _check_io_shape(manifest["architecture"])
         except (ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile) as exc:
             raise CorruptVersion(f"model {name!r} version {version}: {weights_path.name} or {MANIFEST_FILE} "
                                  f"cannot be used ({type(exc).__name__}: {exc}); refusing to load it") from exc
         return Model(network, scaling, name, version, manifest)
+
+
+def _check_io_shape(architecture: list[dict[str, Any]]) -> None:
+    """A servable network maps 784 pixels to 10 digit scores; anything else fails every request."""
+    dense = [layer for layer in architecture if layer.get("type") == "dense"]
+    if not dense or int(dense[0]["n_inputs"]) != N_PIXELS or int(dense[-1]["n_neurons"]) != N_CLASSES:
+        shape = f"{dense[0]['n_inputs']} -> {dense[-1]['n_neurons']}" if dense else "no dense layer"
+        raise ValueError(f"architecture maps {shape}, a digit model needs {N_PIXELS} -> {N_CLASSES}")
 
 
 @contextlib.contextmanager

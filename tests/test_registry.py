@@ -19,12 +19,16 @@ import core.registry as registry_module
 from core.model import InputScaling
 from core.network import Network
 from core.registry import (
+    AliasChanged,
     CorruptVersion,
     DigestMismatch,
+    InvalidName,
     ModelRegistry,
     NoModelPublished,
+    PromotionRefused,
     RegistryError,
     VersionNotFound,
+    check_alias,
 )
 from tests.support import REPO_ROOT
 
@@ -67,9 +71,11 @@ def test_set_alias_validation_and_resolution(tmp_path: Path) -> None:
     assert registry.resolve("digits") == 2
     assert registry.resolve("digits", alias="staging") == 2
     assert registry.resolve("digits", version=1) == 1
-    for bad in ("", "12", "a b", "../x", "pro/duction"):
-        with pytest.raises(RegistryError, match="invalid alias"):
+    for bad in ("", "12", "a b", "../x", "pro/duction", "prodüction", "²", "staging\n", "x" * 65):
+        with pytest.raises(InvalidName, match="invalid alias") as raised:
             registry.set_alias("digits", bad, 1)
+        assert raised.value.status == 422  # bad input, never a 500
+    assert check_alias("canary-2_b") == "canary-2_b" and check_alias("x" * 64) == "x" * 64
     with pytest.raises(VersionNotFound, match="model 'digits' has no version 7"):
         registry.set_alias("digits", "canary", 7)
     with pytest.raises(VersionNotFound, match=r"no alias 'canary' \(aliases: production, staging\)"):
@@ -244,3 +250,51 @@ def test_scaling_round_trips(tmp_path: Path) -> None:
     model = registry.load("digits")
     assert model.scaling == InputScaling(scale=2 / 255, offset=1.0)
     assert zipfile.is_zipfile(registry.version_dir("digits", 1) / "weights.npz")
+
+
+def test_alias_compare_and_set(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    for seed in range(3):
+        publish(registry, seed)
+    assert registry.set_alias("digits", "production", 2, expected=1) == {"production": 2}
+    # Someone else moved production meanwhile: the stale writer is refused and nothing changes.
+    with pytest.raises(AliasChanged, match="now points at version 2, not 1") as raised:
+        registry.set_alias("digits", "production", 3, expected=1)
+    assert raised.value.status == 409 and registry.aliases("digits") == {"production": 2}
+    # expected=None: the alias must not exist yet.
+    assert registry.set_alias("digits", "staging", 3, expected=None)["staging"] == 3
+    with pytest.raises(AliasChanged, match="now points at version 3, not None"):
+        registry.set_alias("digits", "staging", 1, expected=None)
+    assert registry.aliases("digits") == {"production": 2, "staging": 3}
+
+
+def test_promote_refuses_a_version_that_cannot_load(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    publish(registry)
+    publish(registry, 1)
+    weights = registry.version_dir("digits", 2) / "weights.npz"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"corrupted!")
+    with pytest.raises(PromotionRefused, match=r"cannot point 'production' at version 2: .*sha256") as raised:
+        registry.promote("digits", "production", 2)
+    assert raised.value.status == 409 and registry.aliases("digits") == {"production": 1}
+    with pytest.raises(InvalidName):
+        registry.promote("digits", "\u0661", 1)  # an Arabic-Indic digit: not an ASCII alias
+    assert registry.promote("digits", "production", 1, expected=1) == {"production": 1}
+
+
+def test_a_network_that_is_not_784_to_10_is_refused(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    publish(registry)
+    wrong = registry.publish_version("digits", Network.mlp([784, 8, 5], seed=0), {})
+    with pytest.raises(CorruptVersion, match="architecture maps 784 -> 5, a digit model needs 784 -> 10"):
+        registry.load("digits", version=wrong)
+    with pytest.raises(PromotionRefused, match="784 -> 5"):
+        registry.promote("digits", "production", wrong)
+
+
+def test_non_ascii_digit_directories_are_not_versions(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    publish(registry)
+    (registry.model_dir("digits") / "²").mkdir()  # "²".isdigit() is True but int("²") raises
+    (registry.model_dir("digits") / "0").mkdir()
+    assert registry.versions("digits") == [1]
