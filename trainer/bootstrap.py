@@ -26,6 +26,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.datasets import file_digest
 from core.registry import ModelRegistry, exclusive_lock
 from core.settings import Settings
 from trainer.cli import main as trainer_main
@@ -96,17 +97,9 @@ def find_user_data(data_dir: Path) -> Path | None:
     return None
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verified_download(directory: Path, digests: dict[str, str]) -> bool:
     """True when ``directory`` already holds both training files with the right digests."""
-    return all((directory / name).is_file() and sha256_of(directory / name) == digest
+    return all((directory / name).is_file() and file_digest(directory / name) == digest
                for name, digest in digests.items())
 
 
@@ -132,7 +125,7 @@ def download_mnist(directory: Path, mirrors: list[str], digests: dict[str, str],
     failures: list[str] = []
     for name, digest in digests.items():
         target = directory / name
-        if target.is_file() and sha256_of(target) == digest:
+        if target.is_file() and file_digest(target) == digest:
             continue
         for base in mirrors:
             url = base + name

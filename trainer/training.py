@@ -53,19 +53,10 @@ class TrainResult:
 _EVAL_ROWS = 2048
 
 
-def loss_and_accuracy(model: Model, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on raw pixels ``X`` (0..255), in row blocks."""
-    return _from_probabilities(np.concatenate([model.predict_proba(X[i:i + _EVAL_ROWS])
-                                               for i in range(0, max(len(X), 1), _EVAL_ROWS)]), y)
-
-
 def _scaled_loss_and_accuracy(network: Network, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """As ``loss_and_accuracy`` for inputs already scaled."""
-    return _from_probabilities(np.concatenate([network.predict_proba(X[i:i + _EVAL_ROWS])
-                                               for i in range(0, max(len(X), 1), _EVAL_ROWS)]), y)
-
-
-def _from_probabilities(probabilities: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on inputs already scaled, in row blocks."""
+    probabilities = np.concatenate([network.predict_proba(X[i:i + _EVAL_ROWS])
+                                    for i in range(0, max(len(X), 1), _EVAL_ROWS)])
     return cross_entropy(probabilities, y), float((probabilities.argmax(axis=1) == y).mean())
 
 
@@ -95,7 +86,7 @@ def train(train_set: Dataset, dev_set: Dataset | None, config: TrainConfig,
     total_steps = steps_per_epoch * config.epochs
 
     curve: list[dict[str, Any]] = []
-    best = (np.inf, 0, network.arrays())
+    best: tuple[float, int, dict[str, np.ndarray] | None] = (np.inf, 0, None)
     stale_epochs = 0
     step = 0
     for epoch in range(1, config.epochs + 1):
@@ -142,7 +133,7 @@ def train(train_set: Dataset, dev_set: Dataset | None, config: TrainConfig,
     # Training accuracy on the un-augmented data with dropout off: what the model really fits.
     metrics["train_loss"], metrics["train_accuracy"] = _scaled_loss_and_accuracy(network, X, y)
     if dev_set is not None and dev_set.y is not None:
-        metrics["dev_loss"], metrics["dev_accuracy"] = loss_and_accuracy(model, dev_set.X, dev_set.y)
+        metrics["dev_loss"], metrics["dev_accuracy"] = _scaled_loss_and_accuracy(network, X_dev, dev_set.y)
     return TrainResult(model, curve, best_epoch, metrics, time.perf_counter() - started)
 
 
