@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.datasets import DatasetError
-from core.registry import PRODUCTION, ModelRegistry, NoModelPublished
+from core.registry import PRODUCTION, UNCHECKED, AliasChanged, ModelRegistry, NoModelPublished, RegistryError
 from core.training_config import TrainConfig
 from trainer.evaluation import evaluate
 from trainer.pipeline import load_splits, train_and_publish
@@ -70,10 +70,14 @@ def retrain(job_id: str, data: str, config: dict[str, Any], promote: str = "if_b
     manifest = registry.manifest(name, version)
     new_metrics = {"accuracy": manifest["metrics"]["dev_accuracy"], "loss": manifest["metrics"]["dev_loss"]}
     summary: dict[str, Any] = {"produced_version": version, "dev": new_metrics, "promote": promote}
+    # What production designates now; the promotion below is a compare-and-set against it, so an
+    # operator's promotion or rollback during the (slow) evaluation is never overwritten.
+    current_alias = registry.aliases(name).get(PRODUCTION)
     try:
         production = registry.resolve(name)
     except NoModelPublished:
         production = None
+    expected = UNCHECKED
     if production == version:
         promoted, reason = True, "it is the production version already"
     elif promote == "never":
@@ -89,8 +93,17 @@ def retrain(job_id: str, data: str, config: dict[str, Any], promote: str = "if_b
         promoted = _beats(new_metrics, old_metrics)
         reason = (f"dev accuracy {new_metrics['accuracy']:.4f} vs production v{production} "
                   f"{old_metrics['accuracy']:.4f}")
+        expected = current_alias
     if promoted and production != version:
-        registry.set_alias(name, PRODUCTION, version)
+        try:
+            registry.promote(name, PRODUCTION, version, expected=expected)
+        except AliasChanged:
+            now = registry.aliases(name).get(PRODUCTION)
+            promoted = False
+            reason += (f"; not promoted: production moved from v{production} to v{now} during the evaluation, "
+                       "and that change is kept")
+        except RegistryError as exc:  # the version just published does not load: say so, do not crash
+            promoted, reason = False, f"not promoted: {exc}"
     summary.update(promoted=promoted, promotion_reason=reason, peak_rss_mb=peak_rss_mb())
     stage = f"done: version {version} {'promoted to production' if promoted else 'published, not promoted'}"
     reporter.update(1.0, stage, **summary)

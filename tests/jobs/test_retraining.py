@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import requests
 
+import worker.context
+import worker.retraining as retraining
 from core.registry import ModelRegistry
+from core.settings import Settings
 from tests.conftest import API_KEY
 from tests.jobs.conftest import save_npz, write_kaggle_csv
-from tests.support import wait_until
+from tests.support import RedisServer, wait_until
+from worker.context import WorkerContext
 
 SMALL = {"hidden": [32], "epochs": 3, "dropout": 0.0, "augment_shift": 0, "early_stopping": 0, "seed": 3}
 
@@ -83,3 +88,29 @@ def test_train_refused_without_configured_key(make_stack):
     stack = make_stack(workers=0, API_KEY="")
     response = stack.submit_train({"dataset": "digits.npz"}, key="anything")
     assert response.status_code == 403 and "no API_KEY" in response.json()["error"]
+
+
+def test_if_better_keeps_a_rollback_made_during_the_evaluation(models_dir: Path, mnist, tmp_path: Path,
+                                                               redis_server: RedisServer,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """retrain() in this process (outside RQ its reporter is a no-op) with the real trainer, registry
+    and evaluation; the operator's rollback is made to land between the evaluation and the promotion."""
+    context = WorkerContext.from_settings(Settings(models_dir=models_dir, redis_url=redis_server.url))
+    monkeypatch.setattr(worker.context, "_context", context)
+    registry = context.registry
+    registry.set_alias("mnist", "production", 2)  # the weak model: the new one beats it
+    real_evaluate = retraining.evaluate
+
+    def evaluate_then_roll_back(*args, **kwargs):
+        report = real_evaluate(*args, **kwargs)
+        registry.set_alias("mnist", "production", 1)  # an operator rolls back while the job decides
+        return report
+
+    monkeypatch.setattr(retraining, "evaluate", evaluate_then_roll_back)
+    data = save_npz(tmp_path / "digits.npz", mnist, 3000)
+    summary = retraining.retrain("job-rollback-race", str(data), SMALL)
+    assert summary["produced_version"] == 3 and summary["production_version"] == 2
+    assert summary["dev"]["accuracy"] > summary["production_dev"]["accuracy"]  # it would have been promoted
+    assert summary["promoted"] is False, summary
+    assert "production moved from v2 to v1 during the evaluation" in summary["promotion_reason"]
+    assert registry.aliases("mnist") == {"production": 1}  # the rollback stands
