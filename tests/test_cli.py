@@ -89,7 +89,7 @@ def test_errors_exit_2_with_a_message(tmp_path: Path, mnist_dir: Path) -> None:
     assert error == {"error": "no model 'mnist' has been published yet"}
     run_trainer("train", "--data", mnist_dir, "--models-dir", models, *SMALL, "--epochs", "1", "--json")
     error, _ = run_trainer("models", "promote", "5", "--models-dir", models, "--json", expect=2)
-    assert error == {"error": "model 'mnist' has no version 5"}
+    assert error == {"error": "model 'mnist' has no version 5 (available: 1)"}
     error, _ = run_trainer("models", "promote", "1", "--alias", "not valid", "--models-dir", models, "--json",
                            expect=2)
     assert "invalid alias 'not valid'" in error["error"]
@@ -131,3 +131,16 @@ def test_export_refuses_a_start_past_the_end(mnist_dir: Path) -> None:
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "--start 10000 is outside the dataset's 10000 rows" in proc.stderr
+
+
+def test_promote_refuses_a_version_that_does_not_load(models_dir: Path) -> None:
+    weights = models_dir / "mnist" / "2" / "weights.npz"
+    weights.write_bytes(weights.read_bytes()[:-16] + b"\0" * 16)  # same size, wrong digest
+    error, stderr = run_trainer("models", "promote", "2", "--models-dir", models_dir, "--json", expect=2)
+    assert error["error"].startswith("cannot point 'production' at version 2: model 'mnist' version 2: "
+                                     "weights.npz has sha256")
+    assert stderr.startswith("error: cannot point 'production'")
+    assert ModelRegistry(models_dir).aliases("mnist") == {"production": 1}  # nothing was written
+    error, _ = run_trainer("models", "promote", "1", "--alias", "stagé", "--models-dir", models_dir, "--json",
+                           expect=2)
+    assert error["error"].startswith("invalid alias 'stagé': use 1-64 ASCII letters")

@@ -125,7 +125,9 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
     registry = ModelRegistry(args.models_dir)
     if args.action == "promote":
-        aliases = registry.set_alias(args.model, args.alias, args.version)
+        # Refuses (exit 2, with the reason) an invalid alias or a version that fails its digest or
+        # architecture check, instead of pointing production at a model no server will load.
+        aliases = registry.promote(args.model, args.alias, args.version)
         print(f"{args.model}: {args.alias} -> version {args.version}", file=sys.stderr)
         return {"model": args.model, "aliases": aliases}
     if args.action == "show":
