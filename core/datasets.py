@@ -46,11 +46,19 @@ class Dataset:
         return len(self.X)
 
     def split_last(self, fraction: float) -> tuple[Dataset, Dataset]:
-        """(first rows, last ``fraction`` of rows) in file order: the dev split is the file's tail."""
+        """(first rows, last ``fraction`` of rows) in file order: the dev split is the file's tail.
+
+        Both sides get at least one row or ``DatasetError`` says why: an empty training side
+        would reach the training loop as a zero-row batch.
+        """
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"dev fraction must be between 0 and 1, got {fraction}")
         n_dev = max(1, round(len(self) * fraction))
         cut = len(self) - n_dev
+        if cut < 1:
+            raise DatasetError(f"{self.source}: {len(self)} row(s) cannot be split into training and dev rows "
+                               f"with dev fraction {fraction:g} (the dev split would take {n_dev}); each side "
+                               f"needs at least one row: use more data or a smaller dev fraction")
         y_head = None if self.y is None else self.y[:cut]
         y_tail = None if self.y is None else self.y[cut:]
         return (Dataset(self.X[:cut], y_head, self.source, self.digest),

@@ -78,6 +78,21 @@ def test_real_mnist_directory(mnist: Dataset, mnist_dir: Path) -> None:
     np.testing.assert_array_equal(dev.X, mnist.X[8000:])  # the dev split is the file's tail
 
 
+@pytest.mark.parametrize(("rows", "fraction", "dev_rows"), [(1, 0.2, 1), (2, 0.8, 2), (5, 0.95, 5)])
+def test_split_last_refuses_an_empty_training_side(sample: Dataset, rows: int, fraction: float,
+                                                   dev_rows: int) -> None:
+    small = Dataset(sample.X[:rows], sample.y[:rows], "small.csv", sample.digest)
+    with pytest.raises(DatasetError, match=rf"small.csv: {rows} row\(s\) cannot be split .* dev fraction "
+                                           rf"{fraction:g} \(the dev split would take {dev_rows}\)"):
+        small.split_last(fraction)
+
+
+def test_split_last_smallest_valid_split_has_one_row_each_side(sample: Dataset) -> None:
+    train, dev = Dataset(sample.X[:2], sample.y[:2], "two.csv", sample.digest).split_last(0.2)
+    assert (len(train), len(dev)) == (1, 1)
+    np.testing.assert_array_equal(dev.X, sample.X[1:2])
+
+
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_directory_and_images_file_with_labels_beside_it(tmp_path: Path, sample: Dataset, gz: bool) -> None:
     images = write_idx_pair(tmp_path / "data", sample.X, sample.y, gz)

@@ -11,6 +11,7 @@ from core.datasets import Dataset
 from core.registry import ModelRegistry
 from core.training_config import TrainConfig
 from trainer.augment import random_shift
+from trainer.cli import main
 from trainer.evaluation import confusion_matrix, evaluate, format_report
 from trainer.pipeline import train_and_publish
 from trainer.training import EpochReport, TrainingCanceled, train
@@ -138,3 +139,13 @@ def test_train_and_publish_with_a_separate_dev_file(tmp_path: Path, mnist_dir: P
                                           "rows": 500, "split": "file"}
     assert published.summary()["metrics"]["dev_accuracy"] == pytest.approx(manifest["metrics"]["dev_accuracy"],
                                                                           abs=1e-6)
+
+
+def test_cli_train_on_too_few_rows_exits_2_with_the_reason(mnist: Dataset, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    np.savez(tmp_path / "two.npz", X=mnist.X[:2], y=mnist.y[:2])
+    code = main(["train", "--data", str(tmp_path / "two.npz"), "--models-dir", str(tmp_path / "models"),
+                 "--dev-fraction", "0.8", "--epochs", "1"])
+    assert code == 2
+    assert "2 row(s) cannot be split into training and dev rows with dev fraction 0.8" in capsys.readouterr().err
+    assert not (tmp_path / "models" / "mnist").exists() or not any((tmp_path / "models" / "mnist").iterdir())
