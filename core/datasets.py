@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import itertools
+import os
 import re
 import struct
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -175,12 +178,15 @@ def _check_header(path: Path, columns: list[str], require_label: bool) -> bool:
     return has_label
 
 
-def _first_bad_cell(path: Path, frame: pd.DataFrame, first_line: int) -> str:
-    """Describe the first cell that is not a number (or is empty) as 'line L, column C (name)'."""
-    bad_cells = pd.DataFrame({c: pd.to_numeric(frame[c], errors="coerce") for c in frame.columns}).isna().to_numpy()
+def _first_bad_cell(path: Path, frame: pd.DataFrame, first_line: int, skip: int = 0) -> str:
+    """Describe the first cell that is not a number (or is empty) as 'line L, column C (name)';
+    the first ``skip`` columns (an ignored label) are not looked at."""
+    checked = frame.columns[skip:]
+    bad_cells = pd.DataFrame({c: pd.to_numeric(frame[c], errors="coerce") for c in checked}).isna().to_numpy()
     if not bad_cells.any():  # e.g. a column pandas read as True/False: parsed, yet not pixel numbers
         return f"{path}: lines {first_line}..{first_line + len(frame) - 1}: cells that are not numbers"
     row, column_index = np.argwhere(bad_cells)[0]  # row-major: the first bad cell in reading order
+    column_index += skip
     line, column = first_line + int(row), frame.columns[column_index]
     value = frame[column].iloc[row]
     if pd.isna(value):
@@ -199,16 +205,23 @@ def _count_fields(path: Path, line: int) -> int:
     return text.count(",") + 1 if text else 0
 
 
-def _validate_chunk(path: Path, frame: pd.DataFrame, first_line: int, has_label: bool
+def _validate_chunk(path: Path, frame: pd.DataFrame, first_line: int, has_label: bool, read_label: bool = True
                     ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Turn one parsed chunk into float32 pixels and int64 labels, or raise naming the first bad cell."""
-    if not all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes) or frame.isna().to_numpy().any():
-        raise DatasetError(_first_bad_cell(path, frame, first_line))
-    values = frame.to_numpy(dtype=np.float32)
+    """Turn one parsed chunk into float32 pixels and int64 labels, or raise naming the first bad cell.
+
+    With ``read_label`` False a leading label column is not looked at (scoring ignores it).
+    """
+    skip = int(has_label and not read_label)
+    checked = frame.iloc[:, skip:]
+    if not all(pd.api.types.is_numeric_dtype(t) for t in checked.dtypes) or checked.isna().to_numpy().any():
+        raise DatasetError(_first_bad_cell(path, frame, first_line, skip))
+    values = checked.to_numpy(dtype=np.float32)
+    first_pixel_column = 1 + has_label  # 1-based, in the file
+    has_label = has_label and read_label
     pixels = values[:, 1:] if has_label else values
     if not np.isfinite(pixels).all() or pixels.min(initial=0) < 0 or pixels.max(initial=0) > 255:
         bad_row, bad_col = np.argwhere(~(np.isfinite(pixels) & (pixels >= 0) & (pixels <= 255)))[0]
-        raise DatasetError(f"{path}: line {first_line + bad_row}, column {bad_col + 1 + has_label} "
+        raise DatasetError(f"{path}: line {first_line + bad_row}, column {bad_col + first_pixel_column} "
                            f"(pixel{bad_col}): value {pixels[bad_row, bad_col]:g} is outside 0..255")
     labels = None
     if has_label:
@@ -221,12 +234,47 @@ def _validate_chunk(path: Path, frame: pd.DataFrame, first_line: int, has_label:
     return np.ascontiguousarray(pixels), labels
 
 
-def iter_kaggle_csv(path: str | Path, chunk_rows: int = 10_000, require_label: bool = False
-                    ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+def data_end(path: Path) -> int:
+    """Byte offset just past the last non-blank character: blank lines (and spaces) at the end
+    of a file are not rows. A blank line before that is still a row, and an error."""
+    with open(path, "rb") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            fh.seek(start)
+            block = fh.read(end - start)
+            stripped = block.rstrip(b" \t\r\n")
+            if stripped:
+                return start + len(stripped)
+            end = start
+    return 0
+
+
+class _Prefix(io.RawIOBase):
+    """The first ``size`` bytes of a binary file, for pandas to parse without the blank tail."""
+
+    def __init__(self, fh: IO[bytes], size: int) -> None:
+        super().__init__()
+        self._fh, self._left = fh, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._fh.read(min(len(buffer), self._left))
+        buffer[:len(data)] = data
+        self._left -= len(data)
+        return len(data)
+
+
+def iter_kaggle_csv(path: str | Path, chunk_rows: int = 10_000, require_label: bool = False,
+                    read_label: bool = True) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
     """Stream a Kaggle CSV as ``(first_row_index, pixels float32 (k, 784), labels or None)``.
 
     Memory stays bounded by ``chunk_rows`` whatever the file size. A ``label`` column is
-    optional unless ``require_label``; every row is validated and the first bad cell raises.
+    optional unless ``require_label``; with ``read_label`` False it is skipped unchecked and
+    labels are None (scoring). Every other cell is validated and the first bad one raises.
+    Blank lines at the end of the file are ignored; a blank line between rows is an error.
     """
     path = Path(path)
     try:
@@ -237,17 +285,19 @@ def iter_kaggle_csv(path: str | Path, chunk_rows: int = 10_000, require_label: b
     width = len(header)
     row = 0
     try:
-        # on_bad_lines="error" makes pandas refuse a row with too many fields; too few show up as NaN.
-        reader = pd.read_csv(path, chunksize=chunk_rows, engine="c", on_bad_lines="error",
-                             skip_blank_lines=False)
-        for frame in reader:
-            if frame.empty:
-                continue
-            if frame.shape[1] != width:
-                raise DatasetError(f"{path}: expected {width} columns, a chunk has {frame.shape[1]}")
-            pixels, labels = _validate_chunk(path, frame, row + 2, has_label)
-            yield row, pixels, labels
-            row += len(frame)
+        with open(path, "rb") as fh, io.BufferedReader(_Prefix(fh, data_end(path)), 1 << 20) as data:
+            # on_bad_lines="error" makes pandas refuse a row with too many fields; too few show up as
+            # NaN, and so does a blank line (kept, so that it is reported with its line number).
+            reader = pd.read_csv(data, chunksize=chunk_rows, engine="c", on_bad_lines="error",
+                                 skip_blank_lines=False)
+            for frame in reader:
+                if frame.empty:
+                    continue
+                if frame.shape[1] != width:
+                    raise DatasetError(f"{path}: expected {width} columns, a chunk has {frame.shape[1]}")
+                pixels, labels = _validate_chunk(path, frame, row + 2, has_label, read_label)
+                yield row, pixels, labels
+                row += len(frame)
     except pd.errors.ParserError as exc:
         raise DatasetError(f"{path}: {_describe_parser_error(exc)}") from exc
     except UnicodeDecodeError as exc:

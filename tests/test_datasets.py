@@ -286,6 +286,58 @@ def test_csv_header_problems(tmp_path: Path, sample: Dataset) -> None:
         list(iter_kaggle_csv(tmp_path / "test.csv", require_label=True))
 
 
+
+@pytest.mark.parametrize("tail", ["\n", "\n\n\n", "\r\n\r\n", "\n  \n\t\n"])
+def test_csv_blank_lines_at_end_of_file_are_not_rows(tmp_path: Path, sample: Dataset, tail: str) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text("\n".join(csv_lines(sample.X[:10], sample.y[:10])) + tail, newline="")
+    for chunk_rows in (3, 10, 1000):  # the blank tail in its own chunk, or sharing one with rows
+        chunks = list(iter_kaggle_csv(path, chunk_rows=chunk_rows, require_label=True))
+        np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks]), sample.X[:10].astype(np.float32))
+        np.testing.assert_array_equal(np.concatenate([c[2] for c in chunks]), sample.y[:10])
+
+
+def test_csv_blank_line_between_rows_is_an_error_naming_it(tmp_path: Path, sample: Dataset) -> None:
+    lines = csv_lines(sample.X[:10], sample.y[:10])
+    lines.insert(4, "")  # file line 5
+    path = write(tmp_path / "train.csv", [*lines, ""])  # and a blank tail, which alone would be fine
+    for chunk_rows in (3, 1000):
+        with pytest.raises(DatasetError, match=r"train.csv: line 5: expected 785 columns, found 0"):
+            list(iter_kaggle_csv(path, chunk_rows=chunk_rows))
+
+
+def test_csv_label_column_is_skipped_unchecked_when_not_read(tmp_path: Path, sample: Dataset) -> None:
+    lines = csv_lines(sample.X[:6], sample.y[:6])
+    lines[2] = "12" + lines[2][lines[2].index(","):]  # out of range
+    lines[3] = "x" + lines[3][lines[3].index(","):]  # not a number
+    lines[4] = lines[4][lines[4].index(","):]  # empty
+    path = write(tmp_path / "train.csv", lines)
+    with pytest.raises(DatasetError, match=r"line 4, column 1 \(label\): 'x' is not a number"):
+        list(iter_kaggle_csv(path))  # labels read (training, evaluation): validated
+    chunks = list(iter_kaggle_csv(path, chunk_rows=4, read_label=False))
+    assert [labels for _, _, labels in chunks] == [None, None]
+    np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks]), sample.X[:6].astype(np.float32))
+    # The pixels are still checked, and named by their place in the whole row.
+    lines[5] = _with_cell(lines[5], 301, "abc")
+    lines[6] = _with_cell(lines[6], 1, "300")
+    write(path, lines)
+    with pytest.raises(DatasetError, match=r"line 6, column 302 \(pixel300\): 'abc' is not a number"):
+        list(iter_kaggle_csv(path, read_label=False))
+    lines[5] = _with_cell(lines[5], 301, "0")
+    write(path, lines)
+    with pytest.raises(DatasetError, match=r"line 7, column 2 \(pixel0\): value 300 is outside 0..255"):
+        list(iter_kaggle_csv(path, read_label=False))
+    write(path, [*lines[:6], lines[6].rsplit(",", 1)[0]])
+    with pytest.raises(DatasetError, match=r"line 7: expected 785 columns, found 784"):
+        list(iter_kaggle_csv(path, read_label=False))
+
+
+def _with_cell(line: str, index: int, value: str) -> str:
+    cells = line.split(",")
+    cells[index] = value
+    return ",".join(cells)
+
+
 # ---------------------------------------------------------------- malformed NPZ
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from core.datasets import N_CLASSES, DatasetError, iter_kaggle_csv
+from core.datasets import N_CLASSES, DatasetError, data_end, iter_kaggle_csv
 from core.jobs import RESULT_CSV, TMP_PREFIX
 from core.registry import RegistryError
 from worker.context import get_context
@@ -24,14 +24,18 @@ from worker.progress import JobReporter, peak_rss_mb
 
 
 def count_rows(path: Path) -> int:
-    """Data lines (newlines after the header), counted in 1 MiB blocks for the progress figure."""
+    """Data lines after the header, counted in 1 MiB blocks for the progress figure.
+
+    Up to ``data_end`` (blank lines at the end are not rows), the text ends on its last row
+    without a newline, so each newline in it starts one more row after the header.
+    """
+    left = data_end(path)
     newlines = 0
-    last = b"\n"
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
+        while left > 0 and (block := fh.read(min(left, 1 << 20))):
             newlines += block.count(b"\n")
-            last = block[-1:]
-    return max(newlines - 1 + (last != b"\n"), 0)
+            left -= len(block)
+    return newlines
 
 
 def format_rows(first_id: int, labels: np.ndarray, probabilities: np.ndarray | None) -> str:
@@ -76,7 +80,7 @@ def score_csv(job_id: str, upload: str, version: int | None = None, alias: str |
         with open(tmp, "w", buffering=1 << 20) as out:
             out.write("ImageId,Label" + "".join(f",p{k}" for k in range(N_CLASSES)) * probabilities + "\n")
             try:
-                for first_row, pixels, _labels in iter_kaggle_csv(upload_path, chunk_rows=chunk_rows):
+                for first_row, pixels, _labels in iter_kaggle_csv(upload_path, chunk_rows=chunk_rows, read_label=False):
                     reporter.check_canceled()
                     labels, probs = model.predict(pixels)
                     out.write(format_rows(first_row + 1, labels, probs if probabilities else None))
@@ -84,7 +88,8 @@ def score_csv(job_id: str, upload: str, version: int | None = None, alias: str |
                     reporter.update(scored / max(total, 1), f"scored {scored} of {total} rows", rows_scored=scored)
             except DatasetError as exc:
                 # The failing chunk starts at data row `scored`, i.e. file line scored + 2.
-                raise reporter.fail(describe_failure(upload_path, str(exc), scored + 2, chunk_rows)) from None
+                raise reporter.fail(describe_failure(upload_path, str(exc), scored + 2, chunk_rows,
+                                                     read_label=False)) from None
             if scored == 0:
                 raise reporter.fail(f"{upload_path.name}: the file has a header but no rows")
             out.flush()

@@ -36,6 +36,10 @@ def test_count_rows_with_and_without_final_newline(tmp_path: Path):
     assert count_rows(path) == 2
     path.write_text("h\n")
     assert count_rows(path) == 0
+    path.write_text("h\r\n1\r\n2\r\n\r\n \n\n")  # blank lines at the end are not rows
+    assert count_rows(path) == 2
+    path.write_text("h\n1\n\n2\n")  # a blank line between rows is one (an error, later)
+    assert count_rows(path) == 3
 
 
 def test_format_rows_numbers_from_first_id():
@@ -55,4 +59,22 @@ def test_find_bad_rows_lists_each_bad_line(tmp_path: Path):
         "line 3, column 1 (label): value 12 is not a digit label 0..9",
         "line 5: 786 fields, expected 785",
         "line 6, column 785 (pixel783): 'x' is not a number",
+    ]
+
+
+def test_find_bad_rows_blank_lines_and_ignored_labels(tmp_path: Path):
+    header = "label," + ",".join(f"pixel{i}" for i in range(784))
+    good = "7," + ",".join(["0"] * 784)
+    empty_cells = ",".join([""] * 785)
+    rows = [header, good, "", good.replace("7,", "x,", 1), empty_cells, good, "", "  "]
+    path = tmp_path / "t.csv"
+    path.write_text("\n".join(rows) + "\n")
+    assert find_bad_rows(path, first_line=2, max_lines=100) == [
+        "line 3: a blank line between rows",
+        "line 4, column 1 (label): 'x' is not a number",
+        "line 5, column 1 (label): an empty cell",
+    ]  # the blank lines 7 and 8 end the file: not reported
+    assert find_bad_rows(path, first_line=2, max_lines=100, read_label=False) == [
+        "line 3: a blank line between rows",
+        "line 5, column 2 (pixel0): an empty cell",
     ]

@@ -99,6 +99,7 @@ MALFORMED = {
     "extra field": (lambda ls: ls.__setitem__(5, ls[5] + ",7"), ["line 6"]),
     "bad header": (lambda ls: ls.__setitem__(0, ls[0].replace("pixel5,", "pixelX,")), ["line 1", "pixelX"]),
     "header only": (lambda ls: ls.__delitem__(slice(1, None)), ["no rows"]),
+    "blank line between rows": (lambda ls: ls.insert(3, ""), ["line 4", "expected 784 columns, found 0"]),
     "several bad rows": (lambda ls: (ls.__setitem__(2, _edit(ls[2], 3, "x")), ls.__setitem__(4, _edit(ls[4], 7, "-1"))),
                          ["line 3", "line 5", "pixel7"]),
 }
@@ -124,6 +125,24 @@ def test_malformed_csvs_fail_with_place_and_publish_nothing(make_stack, mnist):
         assert [p.name for p in (stack.jobs_dir / job_id).iterdir()] == ["upload.csv"], case  # no result, no temp
         result = requests.get(f"{stack.url}/v1/jobs/{job_id}/result", timeout=10)
         assert result.status_code == 409 and "failed" in result.json()["error"], case
+
+
+def test_scoring_ignores_labels_and_a_blank_tail(make_stack, mnist, tmp_path: Path):
+    """docs/jobs.md: a leading label column is ignored for scoring; blank lines at the end are not rows."""
+    stack = make_stack()
+    lines = [line.split(",", 1)[1] for line in
+             write_kaggle_csv(tmp_path / "t.csv", mnist.X[:5], mnist.y[:5]).read_text().splitlines()[1:]]
+    labels = ["12", "x", "", "-1", "3"]  # not digits, not numbers, missing: none of them matter here
+    body = "\n".join(["label," + ",".join(PIXEL_COLUMNS), *(f"{a},{b}" for a, b in zip(labels, lines, strict=True))])
+    response = requests.post(stack.url + "/v1/jobs/score", data=body + "\n\r\n\n",
+                             headers={"Content-Type": "text/csv"}, timeout=10)
+    assert response.status_code == 202, response.text
+    status = stack.wait(response.json()["job_id"])
+    assert status["status"] == "finished", status
+    assert status["rows_scored"] == status["rows_total"] == 5
+    table = pd.read_csv(io.StringIO(requests.get(stack.url + status["result_url"], timeout=10).text))
+    direct, _ = ModelRegistry(stack.models_dir).load("mnist", version=1).predict(mnist.X[:5])
+    assert table["ImageId"].tolist() == [1, 2, 3, 4, 5] and (table["Label"].to_numpy() == direct).all()
 
 
 def test_bad_requests_get_clear_4xx(make_stack, mnist, tmp_path: Path):
