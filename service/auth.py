@@ -12,7 +12,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import TypeVar
 
-from flask import request
+from flask import Blueprint, request
 
 from service.errors import ApiError
 from service.state import get_state
@@ -47,3 +47,16 @@ def require_api_key(always: bool = True) -> Callable[[F], F]:
         return wrapped  # type: ignore[return-value]
 
     return decorate
+
+
+def guard_blueprint(blueprint: Blueprint, open_endpoints: frozenset[str] = frozenset()) -> None:
+    """With ``REQUIRE_KEY_FOR_ALL`` on, every view of ``blueprint`` but ``open_endpoints`` needs the key.
+
+    A hook on the blueprint rather than a decorator per view, so a route added later cannot
+    forget it. Health probes stay open: orchestrators call them without credentials.
+    """
+
+    @blueprint.before_request
+    def _require_key() -> None:
+        if request.endpoint not in open_endpoints:
+            check_api_key(always=False)

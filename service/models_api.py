@@ -7,7 +7,7 @@ import re
 from flask import Blueprint, Response, request
 
 from core.registry import PRODUCTION, ModelRegistry
-from service.auth import require_api_key
+from service.auth import guard_blueprint, require_api_key
 from service.errors import ApiError
 from service.jsonio import json_response, parse_json, read_body, require_json_content_type, validate
 from service.schemas import AliasUpdate
@@ -15,6 +15,7 @@ from service.state import get_state
 from service.targets import check_model_name, parse_version
 
 blueprint = Blueprint("models", __name__)
+guard_blueprint(blueprint)
 _ALIAS = re.compile(r"^(?!\d+$)[A-Za-z0-9_-]{1,64}$")
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 from flask import Blueprint, Response, g, request
 
+from service.auth import guard_blueprint
 from service.errors import ApiError
 from service.images import ImageError, image_to_pixels
 from service.instances import check_count, instances_to_pixels
@@ -22,6 +23,7 @@ from service.state import get_state
 from service.targets import check_model_name, parse_version
 
 blueprint = Blueprint("v1", __name__)
+guard_blueprint(blueprint)
 
 
 def predict_with(pixels: np.ndarray, version: int | None, alias: str | None,

@@ -11,6 +11,7 @@ from flask import Blueprint, Response, g, request
 
 from core.datasets import N_PIXELS
 from core.registry import RegistryError
+from service.auth import guard_blueprint
 from service.errors import ApiError
 from service.jsonio import JSON_OPTIONS, json_response, read_body
 from service.metrics import record_predictions
@@ -20,6 +21,8 @@ from service.v2_codec import INPUT_NAME, encode_response, input_pixels, parse_re
 
 blueprint = Blueprint("v2", __name__)
 SERVER_NAME, SERVER_VERSION = "mnist-serve", "0.1.0"
+# Probes stay open under REQUIRE_KEY_FOR_ALL; metadata and inference need the key.
+guard_blueprint(blueprint, frozenset({"v2.server_metadata", "v2.live", "v2.ready"}))
 
 
 @blueprint.get("/v2")
