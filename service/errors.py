@@ -17,20 +17,23 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
-def error_response(status: int, message: str) -> tuple[Response, int]:
-    return jsonify({"error": message}), status
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> tuple[Response, int]:
+    response = jsonify({"error": message})
+    response.headers.update(headers or {})
+    return response, status
 
 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> tuple[Response, int]:
-        return error_response(exc.status, exc.message)
+        return error_response(exc.status, exc.message, exc.headers)
 
     @app.errorhandler(RegistryError)
     def _registry_error(exc: RegistryError) -> tuple[Response, int]:
@@ -40,7 +43,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:
-        return error_response(exc.code or 500, exc.description or exc.name)
+        # Keep the headers the exception carries (Allow on a 405, Retry-After, WWW-Authenticate);
+        # only its HTML body and Content-Type are replaced by the JSON error.
+        headers = {key: value for key, value in exc.get_headers() if key.lower() != "content-type"}
+        return error_response(exc.code or 500, exc.description or exc.name, headers)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

@@ -29,7 +29,7 @@ def _version_summary(registry: ModelRegistry, name: str, version: int, aliases: 
 @blueprint.get("/v1/models/<name>")
 def model_info(name: str) -> Response:
     if ":" in name:  # GET on a ":predict" URL lands here, since <name> may contain ':'
-        raise ApiError(405, f"{request.path} accepts POST only")
+        raise ApiError(405, f"{request.path} accepts POST only", headers={"Allow": "POST"})
     check_model_name(name)
     state = get_state()
     registry = state.registry

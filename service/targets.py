@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.registry import is_decimal
 from service.errors import ApiError
 from service.state import get_state
 
@@ -16,6 +17,6 @@ def check_model_name(name: str) -> str:
 
 def parse_version(text: str) -> int:
     """A version from the URL: a positive integer, else 404 (no such version can exist)."""
-    if not text.isdigit() or int(text) < 1:
+    if not is_decimal(text) or int(text) < 1:
         raise ApiError(404, f"model has no version {text!r}: versions are positive integers")
     return int(text)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from core.datasets import N_PIXELS
+from core.registry import is_decimal
 from service.errors import ApiError
 from service.instances import check_count, check_pixel_values, numeric_rows
 from service.jsonio import parse_json, validate
@@ -27,7 +28,7 @@ def parse_request(raw: bytes, header_length: str | None) -> tuple[V2InferRequest
     """Split (and validate) the JSON header from the binary tail, if any."""
     if header_length is None:
         return validate(V2InferRequest, parse_json(raw)), b""
-    if not header_length.strip().isdigit() or int(header_length) > len(raw):
+    if not is_decimal(header_length.strip()) or int(header_length) > len(raw):
         raise ApiError(400, f"Inference-Header-Content-Length {header_length!r} must be an integer between 0 "
                             f"and the body size {len(raw)}")
     size = int(header_length)

@@ -163,3 +163,20 @@ def test_upload_errors_name_the_file(api):
 def test_wrong_method_is_405_json(api):
     response = requests.get(api.url + PREDICT, timeout=10)
     assert response.status_code == 405 and "error" in response.json()
+    assert response.headers["Allow"] == "POST"
+    response = requests.delete(api.url + "/v1/models/mnist", timeout=10)  # Werkzeug's own 405
+    assert response.status_code == 405 and response.headers["Content-Type"] == JSON
+    assert {"GET", "HEAD"} <= {m.strip() for m in response.headers["Allow"].split(",")}
+    assert "not allowed" in response.json()["error"]
+
+
+def test_non_ascii_digits_are_not_numbers(api):
+    # "²".isdigit() is True but int("²") raises: these must be clean 4xx, never 500.
+    response = requests.post(api.url + "/v1/models/mnist/versions/%C2%B2:predict", json={"instances": [ZEROS]},
+                             timeout=10)
+    assert response.status_code == 404 and "versions are positive integers" in response.json()["error"]
+    response = requests.get(api.url + "/v2/models/mnist/versions/%D9%A3", timeout=10)  # Arabic-Indic 3
+    assert response.status_code == 404
+    response = requests.post(api.url + INFER, data=b"{}", timeout=10,
+                             headers={"Inference-Header-Content-Length": "\u00b2".encode("latin-1")})
+    assert response.status_code == 400 and "Inference-Header-Content-Length" in response.json()["error"]
