@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="datasets the server may train on by name")
     jobs_dir: Path = Field(Path("jobs"), description="uploaded CSVs and job results")
     max_instances: int = Field(4096, ge=1, description="instances per prediction request")
+    # Images cost far more CPU per byte than pixel arrays (decode, photo clean-up): a separate budget
+    # keeps one request within the worker timeout.
+    max_images_per_request: int = Field(256, ge=1, description="b64 images or uploaded files per prediction request")
+    max_image_pixels: int = Field(4096 * 4096, ge=784, description="largest image (width x height) accepted")
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest prediction request body")
     max_upload_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1024, description="largest CSV/dataset upload")
     reload_interval: float = Field(0.5, ge=0.0, description="seconds between registry checks for a new model")

@@ -18,7 +18,7 @@ import numpy as np
 
 from core.datasets import N_PIXELS
 from service.errors import ApiError
-from service.images import ImageError, image_to_pixels
+from service.images import ImageBudget, ImageError, ImageTooLarge, image_to_pixels
 from service.jsonio import type_name
 
 SIDE = 28
@@ -32,8 +32,17 @@ def check_count(n: int, max_instances: int, field: str = "instances") -> None:
         raise ApiError(422, f"{field}: {n} instances, at most {max_instances} per request")
 
 
-def instances_to_pixels(instances: list[Any], max_instances: int) -> np.ndarray:
+def check_image_count(indices: Sequence[int], budget: ImageBudget, field: str) -> None:
+    """413 when a request carries more images than ``MAX_IMAGES_PER_REQUEST``, naming the first extra one."""
+    if len(indices) > budget.max_images:
+        raise ApiError(413, f"{field}[{indices[budget.max_images]}]: image {budget.max_images + 1} of "
+                            f"{len(indices)}; at most {budget.max_images} images per request "
+                            "(MAX_IMAGES_PER_REQUEST), send the rest in another request")
+
+
+def instances_to_pixels(instances: list[Any], max_instances: int, budget: ImageBudget | None = None) -> np.ndarray:
     """Convert V1 instances (784 numbers, 28x28 nested lists or {"b64": image}) in request order."""
+    budget = budget or ImageBudget()
     check_count(len(instances), max_instances)
     flat: list[int] = []
     nested: list[int] = []
@@ -51,6 +60,7 @@ def instances_to_pixels(instances: list[Any], max_instances: int) -> np.ndarray:
         else:
             raise ApiError(422, f"instances[{i}]: expected an array of {N_PIXELS} numbers, a {SIDE}x{SIDE} array "
                                 f"or {{\"b64\": \"<base64 image>\"}}, got {type_name(instance)}")
+    check_image_count(images, budget, "instances")
     pixels = np.empty((len(instances), N_PIXELS), dtype=np.float32)
     if flat:
         rows = instances if len(flat) == len(instances) else [instances[i] for i in flat]
@@ -58,7 +68,7 @@ def instances_to_pixels(instances: list[Any], max_instances: int) -> np.ndarray:
     if nested:
         pixels[nested] = numeric_rows([_flatten_28x28(instances[i], i) for i in nested], nested, nested=True)
     for i in images:
-        pixels[i] = _decode_b64(instances[i], i)
+        pixels[i] = _decode_b64(instances[i], i, budget.max_pixels)
     return pixels
 
 
@@ -70,7 +80,7 @@ def _flatten_28x28(instance: list[Any], index: int) -> list[Any]:
     return list(itertools.chain.from_iterable(instance))
 
 
-def _decode_b64(instance: dict[str, Any], index: int) -> np.ndarray:
+def _decode_b64(instance: dict[str, Any], index: int, max_pixels: int) -> np.ndarray:
     encoded = instance.get("b64")
     if set(instance) != {"b64"} or not isinstance(encoded, str):
         raise ApiError(422, f"instances[{index}]: an object instance must be {{\"b64\": \"<base64 PNG or JPEG>\"}}, "
@@ -80,7 +90,9 @@ def _decode_b64(instance: dict[str, Any], index: int) -> np.ndarray:
     except (binascii.Error, ValueError) as exc:
         raise ApiError(422, f"instances[{index}].b64: invalid base64 ({exc})") from None
     try:
-        return image_to_pixels(data)
+        return image_to_pixels(data, max_pixels)
+    except ImageTooLarge as exc:
+        raise ApiError(413, f"instances[{index}].b64: {exc}") from None
     except ImageError as exc:
         raise ApiError(422, f"instances[{index}].b64: {exc}") from None
 

@@ -9,7 +9,7 @@ import pytest
 import requests
 from PIL import Image
 
-from service.images import ImageError, image_to_pixels
+from service.images import ImageError, ImageTooLarge, image_to_pixels
 from tests.api.conftest import b64, png_bytes
 from tests.api.photos import digit_photo
 
@@ -76,3 +76,46 @@ def test_multipart_upload_with_a_version(api, digits):
     files = {"file": ("d.png", png_bytes(digits[0][0], invert=True, scale=3), "image/png")}
     response = requests.post(f"{api.url}/v1/models/mnist/versions/2:predict_image", files=files, timeout=30)
     assert response.status_code == 200 and response.json()["model_version"] == 2
+
+
+def test_only_png_and_jpeg_are_decoded(digits):
+    for fmt in ("BMP", "GIF", "TIFF"):
+        buffer = io.BytesIO()
+        Image.fromarray(np.asarray(digits[0][0], dtype=np.uint8).reshape(28, 28)).save(buffer, format=fmt)
+        with pytest.raises(ImageError, match="not a readable PNG or JPEG"):
+            image_to_pixels(buffer.getvalue())
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\nnewpath 0 0 moveto 28 28 lineto stroke\n"
+    with pytest.raises(ImageError, match="not a readable PNG or JPEG"):  # never handed to Ghostscript
+        image_to_pixels(eps)
+    big = _png(np.zeros((101, 100), dtype=np.uint8))
+    with pytest.raises(ImageTooLarge, match=r"image of 100x101 pixels is too large \(at most 10,000 pixels"):
+        image_to_pixels(big, max_pixels=10_000)
+
+
+def test_image_budget_per_request(start_api, models_dir, digits):
+    server = start_api(models_dir, workers=1, MAX_IMAGES_PER_REQUEST="3", MAX_IMAGE_PIXELS="10000")
+    png = png_bytes(digits[0][0])
+    predict, upload = f"{server.url}/v1/models/mnist:predict", f"{server.url}/v1/models/mnist:predict_image"
+    # Pixel arrays do not count against the image budget: 2 arrays + 3 images is fine.
+    mixed = [digits[0][1].tolist(), digits[0][2].tolist()] + [{"b64": b64(png)}] * 3
+    assert requests.post(predict, json={"instances": mixed}, timeout=30).status_code == 200
+    response = requests.post(predict, json={"instances": [*mixed, {"b64": b64(png)}]}, timeout=30)
+    assert response.status_code == 413
+    assert response.json()["error"].startswith("instances[5]: image 4 of 4; at most 3 images per request "
+                                               "(MAX_IMAGES_PER_REQUEST)")
+    big = _png(np.zeros((200, 200), dtype=np.uint8))
+    response = requests.post(predict, json={"instances": [{"b64": b64(png)}, {"b64": b64(big)}]}, timeout=30)
+    assert response.status_code == 413
+    assert response.json()["error"] == ("instances[1].b64: image of 200x200 pixels is too large "
+                                        "(at most 10,000 pixels, MAX_IMAGE_PIXELS)")
+
+    files = [("file", (f"d{i}.png", png, "image/png")) for i in range(3)]
+    assert requests.post(upload, files=files, timeout=30).status_code == 200
+    response = requests.post(upload, files=[*files, ("file", ("d3.png", png, "image/png"))], timeout=30)
+    assert response.status_code == 413 and response.json()["error"].startswith("file[3]: image 4 of 4")
+    response = requests.post(upload, files=[("file", ("big.png", big, "image/png"))], timeout=30)
+    assert response.status_code == 413 and response.json()["error"].startswith("file[0] (big.png): image of 200x200")
+    # Far more parts than the budget: Werkzeug stops parsing at 3 + 8 parts, and says which limit.
+    many = [("file", (f"d{i}.png", png, "image/png")) for i in range(50)]
+    response = requests.post(upload, files=many, timeout=30)
+    assert response.status_code == 413 and "at most 3 'file' parts (MAX_IMAGES_PER_REQUEST)" in response.json()["error"]
