@@ -37,7 +37,10 @@ class Predictor:
         self._fingerprint: tuple[int, ...] | None = None
         self._versions: list[int] | None = None  # the registry's versions as of ``_fingerprint``
         self._checked_at = 0.0
+        # What went wrong with the newest production alias (None when it serves as asked), and
+        # per version the reason a load was refused: surfaced by /readyz and the models listing.
         self.last_error: str | None = None
+        self.load_errors: dict[int, str] = {}
         self._default_error: RegistryError | None = None
 
     def _refresh_if_changed(self) -> None:
@@ -74,7 +77,12 @@ class Predictor:
     def _load(self, version: int) -> Model:
         model = self._loaded.get(version)
         if model is None:
-            model = self.registry.load(self.name, version=version)
+            try:
+                model = self.registry.load(self.name, version=version)
+            except RegistryError as exc:
+                self.load_errors = {**self.load_errors, version: str(exc)}
+                raise
+            self.load_errors = {v: e for v, e in self.load_errors.items() if v != version}
             self._loaded[version] = model
             while len(self._loaded) > self.max_loaded:
                 oldest = next(iter(self._loaded))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
+import contextlib
 
 from flask import Blueprint, Response, request
 
-from core.registry import PRODUCTION, ModelRegistry
+from core.registry import ModelRegistry, NoModelPublished, RegistryError, check_alias
 from service.auth import guard_blueprint, require_api_key
 from service.errors import ApiError
 from service.jsonio import json_response, parse_json, read_body, require_json_content_type, validate
@@ -16,14 +16,25 @@ from service.targets import check_model_name, parse_version
 
 blueprint = Blueprint("models", __name__)
 guard_blueprint(blueprint)
-_ALIAS = re.compile(r"^(?!\d+$)[A-Za-z0-9_-]{1,64}$")
 
 
 def _version_summary(registry: ModelRegistry, name: str, version: int, aliases: dict[str, int],
                      loaded: set[int]) -> dict[str, object]:
-    manifest = registry.manifest(name, version)
+    try:
+        manifest = registry.manifest(name, version)
+    except RegistryError as exc:  # an unreadable manifest is listed with its reason, not a 500
+        manifest = {"error": str(exc)}
     return {"version": version, "created_at": manifest.get("created_at"), "metrics": manifest.get("metrics", {}),
             "aliases": sorted(a for a, v in aliases.items() if v == version), "loaded": version in loaded}
+
+
+def _version_status(version: int, load_errors: dict[int, str]) -> dict[str, object]:
+    """TensorFlow Serving's model_version_status: versions load on demand, so a version is
+    AVAILABLE unless this process tried to load it and was refused (then the reason)."""
+    if version in load_errors:
+        return {"version": str(version), "state": "UNKNOWN",
+                "status": {"error_code": "FAILED_PRECONDITION", "error_message": load_errors[version]}}
+    return {"version": str(version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
 
 
 @blueprint.get("/v1/models/<name>")
@@ -32,18 +43,24 @@ def model_info(name: str) -> Response:
         raise ApiError(405, f"{request.path} accepts POST only", headers={"Allow": "POST"})
     check_model_name(name)
     state = get_state()
-    registry = state.registry
+    registry, predictor = state.registry, state.predictor
+    with contextlib.suppress(RegistryError):
+        predictor.get()  # notice a changed production now, so serving_version and error are current
     versions = registry.versions(name)
     aliases = registry.aliases(name)
-    production = aliases.get(PRODUCTION, versions[-1] if versions else None)
-    loaded = state.predictor.loaded_versions()
+    try:
+        production: int | None = registry.resolve(name)
+    except NoModelPublished:
+        production = None
+    loaded, load_errors = predictor.loaded_versions(), predictor.load_errors
     return json_response({
         "name": name,
         "production_version": production,
+        "serving_version": predictor.loaded_version(),  # what this process answers with; may lag or differ
+        "error": predictor.last_error,
         "aliases": aliases,
         "versions": [_version_summary(registry, name, v, aliases, loaded) for v in versions],
-        "model_version_status": [{"version": str(v), "state": "AVAILABLE",
-                                  "status": {"error_code": "OK", "error_message": ""}} for v in versions],
+        "model_version_status": [_version_status(v, load_errors) for v in versions],
     })
 
 
@@ -58,12 +75,13 @@ def version_manifest(name: str, version: str) -> Response:
 def set_alias(name: str, alias: str) -> Response:
     """Point an alias (``production``, ``staging``, ...) at an existing version: promote or roll back."""
     check_model_name(name)
-    if not _ALIAS.match(alias):
-        raise ApiError(422, f"alias {alias!r}: use 1-64 letters, digits, '-' or '_', not only digits")
+    check_alias(alias)  # 422 before the body is read
     require_json_content_type()
     body = validate(AliasUpdate, parse_json(read_body()))
     registry = get_state().registry
     previous = registry.aliases(name).get(alias)
-    aliases = registry.set_alias(name, alias, body.version)  # 404 for an unknown version
+    # 404 for an unknown version, 409 for one that fails its digest or architecture check: an
+    # alias is never pointed at a version every server would refuse (and silently not serve).
+    aliases = registry.promote(name, alias, body.version, expected=previous)
     return json_response({"model": name, "alias": alias, "version": body.version, "previous_version": previous,
                           "aliases": aliases})

@@ -70,7 +70,10 @@ class ModelVersionStatus(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
-    production_version: int | None
+    production_version: int | None = Field(description="the version the production alias designates")
+    serving_version: int | None = Field(description="the production version the answering worker serves; differs "
+                                                    "from production_version while that one cannot be loaded")
+    error: str | None = Field(description="why the answering worker does not serve production_version, if so")
     aliases: dict[str, int]
     versions: list[VersionSummary]
     model_version_status: list[ModelVersionStatus] = Field(description="TensorFlow Serving style status")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import requests
 
+from core.registry import ModelRegistry
 from tests.conftest import API_KEY
 from tests.support import wait_until
 
@@ -62,3 +63,60 @@ def test_promotion_refused_without_a_configured_key(start_api, models_dir):
     server = start_api(models_dir, API_KEY="")
     response = requests.put(server.url + ALIAS, json={"version": 2}, headers=AUTH, timeout=10)
     assert response.status_code == 403 and "no API_KEY configured" in response.json()["error"]
+
+
+def _corrupt(models_dir, version: int) -> None:
+    weights = models_dir / "mnist" / str(version) / "weights.npz"
+    weights.write_bytes(weights.read_bytes()[:-16] + b"\0" * 16)  # same size, wrong sha256
+
+
+def test_promoting_a_version_that_does_not_load_is_refused(start_api, models_dir):
+    server = start_api(models_dir, workers=1)
+    _corrupt(models_dir, 2)
+    refused = requests.put(server.url + ALIAS, json={"version": 2}, headers=AUTH, timeout=10)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"].startswith("cannot point 'production' at version 2: model 'mnist' version 2: "
+                                              "weights.npz has sha256")
+    info = requests.get(server.url + "/v1/models/mnist", timeout=10).json()
+    assert info["aliases"] == {"production": 1} and info["serving_version"] == 1 and info["error"] is None
+    assert _served_version(server.url) == 1
+
+
+def test_a_broken_production_shows_as_degraded_while_the_old_version_serves(start_api, models_dir):
+    server = start_api(models_dir, workers=1)
+    assert _served_version(server.url) == 1
+    _corrupt(models_dir, 2)
+    # The alias is moved behind the API's back (a hand edit, or the files corrupted after a promotion).
+    ModelRegistry(models_dir).set_alias("mnist", "production", 2)
+
+    def degraded() -> bool:
+        return requests.get(server.url + "/readyz", timeout=10).json()["status"] == "degraded"
+
+    wait_until(degraded, 5, "/readyz to report the broken production")
+    ready = requests.get(server.url + "/readyz", timeout=10)
+    assert ready.status_code == 200  # still serving, so still ready
+    body = ready.json()
+    assert body["serving_version"] == 1 and "version 2: weights.npz has sha256" in body["error"]
+    info = requests.get(server.url + "/v1/models/mnist", timeout=10).json()
+    assert info["production_version"] == 2 and info["serving_version"] == 1
+    assert "refusing to load it" in info["error"]
+    status = {s["version"]: s for s in info["model_version_status"]}
+    assert status["1"]["state"] == "AVAILABLE"
+    assert status["2"]["state"] == "UNKNOWN" and status["2"]["status"]["error_code"] == "FAILED_PRECONDITION"
+    assert "sha256" in status["2"]["status"]["error_message"]
+    assert _served_version(server.url) == 1
+
+    ModelRegistry(models_dir).set_alias("mnist", "production", 1)  # the operator rolls back
+    wait_until(lambda: requests.get(server.url + "/readyz", timeout=10).json()["status"] == "ready", 5,
+               "/readyz back to ready")
+    assert requests.get(server.url + "/readyz", timeout=10).json()["error"] is None
+
+
+def test_invalid_aliases_are_422_never_500(start_api, models_dir):
+    server = start_api(models_dir, workers=1)
+    for alias in ("12", "prod%C3%BCction", "%C2%B2", "staging%0A", "a" * 65):
+        response = requests.put(f"{server.url}/v1/models/mnist/aliases/{alias}", json={"version": 1}, headers=AUTH,
+                                timeout=10)
+        assert response.status_code == 422, (alias, response.text)
+        assert response.json()["error"].startswith("invalid alias"), alias
+    assert ModelRegistry(models_dir).aliases("mnist") == {"production": 1}
