@@ -12,7 +12,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from flask import Blueprint, jsonify, request, send_file, url_for
+import redis
+from flask import Blueprint, Response, jsonify, request, send_file, url_for
 from flask.typing import ResponseReturnValue
 
 from core.jobs import (
@@ -29,13 +30,21 @@ from core.jobs import (
 )
 from service import jobs_queue
 from service.auth import check_api_key
-from service.errors import ApiError
+from service.errors import ApiError, error_response
 from service.jobs_datasets import dataset_path, save_training_upload
 from service.jobs_schemas import parse_score, parse_train
 from service.jobs_uploads import move_into_place, parse_multipart, save_body
 from service.state import get_state
 
 blueprint = Blueprint("jobs", __name__)
+
+
+@blueprint.errorhandler(redis.exceptions.RedisError)
+def _redis_failed(exc: redis.exceptions.RedisError) -> tuple[Response, int]:
+    # A safety net: calls go through jobs_queue.redis_errors(), but a Redis failure must be a
+    # 503 on every job endpoint, never a 500, even from a call that was missed.
+    error = jobs_queue.unavailable(exc)
+    return error_response(error.status, error.message)
 
 
 def _accepted(job_id: str) -> ResponseReturnValue:

@@ -1,8 +1,9 @@
 """The API's side of RQ: enqueue by function path, read a job's status, cancel it.
 
-Every Redis call goes through ``redis_errors()``, which turns a connection failure into a
-quick 503 (the connection's timeouts are short, see ``service.state``), so the job
-endpoints fail clearly while predictions, which never touch Redis, keep working.
+Every Redis call goes through ``redis_errors()``, which turns any Redis failure (down,
+timed out, full under ``noeviction``, a read-only replica) into a quick 503 (the
+connection's timeouts are short, see ``service.state``), so the job endpoints fail clearly
+while predictions, which never touch Redis, keep working.
 """
 
 from __future__ import annotations
@@ -26,13 +27,23 @@ from service.state import get_state
 FINAL = ("finished", "failed", "canceled")
 
 
+def unavailable(exc: redis.exceptions.RedisError) -> ApiError:
+    """The 503 for a Redis failure: what Redis said, and that predictions are unaffected."""
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        reason = f"Redis is not answering ({type(exc).__name__})"
+    else:
+        # e.g. OutOfMemoryError (maxmemory with noeviction) or ReadOnlyError (a replica)
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        reason = f"Redis refused the command ({type(exc).__name__}: {detail})"
+    return ApiError(503, f"the job queue is unavailable: {reason}; predictions still work, retry jobs later")
+
+
 @contextlib.contextmanager
 def redis_errors() -> Iterator[None]:
     try:
         yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise ApiError(503, f"the job queue is unavailable: Redis is not answering ({type(exc).__name__}); "
-                            f"predictions still work, retry jobs later") from None
+    except redis.exceptions.RedisError as exc:
+        raise unavailable(exc) from None
 
 
 def ping() -> None:
@@ -42,21 +53,40 @@ def ping() -> None:
 
 
 def enqueue(queue_name: str, function: str, job_id: str, kind: str, kwargs: dict[str, Any]) -> Job:
+    """Record the job in the recent-jobs list, then queue it; when either fails, neither stays.
+
+    Queueing is the last step of a submission: once it succeeds nothing else can fail, so the
+    caller may delete the upload on any exception without orphaning a queued job.
+    """
     state = get_state()
     settings = state.settings
     retention = settings.job_retention_seconds
     with redis_errors():
-        queue = Queue(queue_name, connection=state.redis)
-        job = queue.enqueue(function, kwargs=kwargs, job_id=job_id, job_timeout=settings.job_timeout_seconds,
-                            retry=Retry(max=settings.job_retries) if settings.job_retries else None,
-                            result_ttl=retention, failure_ttl=retention, ttl=retention,
-                            meta={"type": kind, "progress": 0.0, "stage": "queued"},
-                            description=f"{kind} job {job_id}")
         with state.redis.pipeline() as pipe:
             pipe.zadd(RECENT_JOBS_KEY, {job_id: time.time()})
             pipe.zremrangebyrank(RECENT_JOBS_KEY, 0, -RECENT_JOBS_KEEP - 1)
             pipe.execute()
-    return job
+        try:
+            queue = Queue(queue_name, connection=state.redis)
+            return queue.enqueue(function, kwargs=kwargs, job_id=job_id, job_timeout=settings.job_timeout_seconds,
+                                 retry=Retry(max=settings.job_retries) if settings.job_retries else None,
+                                 result_ttl=retention, failure_ttl=retention, ttl=retention,
+                                 meta={"type": kind, "progress": 0.0, "stage": "queued"},
+                                 description=f"{kind} job {job_id}")
+        except BaseException:
+            _forget(queue_name, job_id)
+            raise
+
+
+def _forget(queue_name: str, job_id: str) -> None:
+    """Best effort: undo a submission whose enqueue failed part-way (these commands free memory,
+    so a full Redis still runs them; an unreachable one has stored nothing to undo)."""
+    connection = get_state().redis
+    with contextlib.suppress(redis.exceptions.RedisError), connection.pipeline() as pipe:
+        pipe.zrem(RECENT_JOBS_KEY, job_id)
+        pipe.lrem(Queue(queue_name, connection=connection).key, 0, job_id)
+        pipe.delete(Job.key_for(job_id), Job.dependents_key_for(job_id))
+        pipe.execute()
 
 
 def fetch(job_id: str) -> Job:

@@ -150,13 +150,14 @@ def kill_worker_and_horse(proc: subprocess.Popen) -> None:
 
 @pytest.fixture()
 def make_stack(tmp_path: Path, models_dir: Path, redis_server: RedisServer) -> Iterator[Callable[..., Stack]]:
-    """Factory: ``make_stack(workers=1, cwd=REPO_ROOT, **env)`` -> a running API plus workers on a fresh
-    Redis DB, all started in ``cwd``."""
+    """Factory: ``make_stack(workers=1, cwd=REPO_ROOT, redis_url=None, **env)`` -> a running API plus
+    workers on a fresh Redis DB (of the session's server unless ``redis_url`` names another), all
+    started in ``cwd``."""
     stacks: list[Stack] = []
 
-    def make(workers: int = 1, cwd: Path = REPO_ROOT, **env: str) -> Stack:
-        db = next(_databases)
-        redis_url = redis_server.url.rsplit("/", 1)[0] + f"/{db}"
+    def make(workers: int = 1, cwd: Path = REPO_ROOT, redis_url: str | None = None, **env: str) -> Stack:
+        if redis_url is None:
+            redis_url = redis_server.url.rsplit("/", 1)[0] + f"/{next(_databases)}"
         redis.Redis.from_url(redis_url).flushdb()  # a private server; this DB is ours now
         base = {"MODELS_DIR": str(models_dir), "REDIS_URL": redis_url, "API_KEY": API_KEY,
                 "JOBS_DIR": str(tmp_path / "jobs"), "DATA_DIR": str(tmp_path / "data"), "RELOAD_INTERVAL": "0.2",
@@ -176,3 +177,12 @@ def make_stack(tmp_path: Path, models_dir: Path, redis_server: RedisServer) -> I
     yield make
     for stack in stacks:
         stack.stop()
+
+
+@pytest.fixture()
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, for tests that reconfigure it (e.g. a tiny maxmemory)."""
+    server = RedisServer(tmp_path / "own-redis")
+    server.start()
+    yield server
+    server.stop()

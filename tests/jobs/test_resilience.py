@@ -1,4 +1,4 @@
-"""Cancel (queued and running), a worker SIGKILLed mid-job, and Redis going away and coming back."""
+"""Cancel (queued and running), a worker SIGKILLed mid-job, Redis going away and coming back, Redis full."""
 
 from __future__ import annotations
 
@@ -104,3 +104,40 @@ def test_redis_down_jobs_503_predictions_work_both_recover(make_stack, mnist, re
     status = stack.wait(job_id, timeout=60)
     assert status["status"] == "finished" and status["rows_scored"] == 20, status
     assert _predict(stack.url, mnist.X[:3]).status_code == 200
+
+
+def test_full_redis_jobs_503_nothing_half_submitted_predictions_work(make_stack, mnist, own_redis: RedisServer,
+                                                                    tmp_path: Path):
+    stack = make_stack(workers=0, redis_url=own_redis.url)
+    save_npz(stack.data_dir / "digits.npz", mnist, 100)
+    csv_path = write_kaggle_csv(tmp_path / "t.csv", mnist.X[:20])
+    before = stack.submit_csv(csv_path).json()["job_id"]
+    client = stack.redis()
+    # maxmemory below what is in use, noeviction: every command that could grow memory is refused.
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")
+    try:
+        with open(csv_path, "rb") as fh:
+            multipart = requests.post(stack.url + "/v1/jobs/score", files={"file": ("t.csv", fh)}, timeout=10)
+        for response in (stack.submit_csv(csv_path), multipart, stack.submit_train({"dataset": "digits.npz"}),
+                         requests.delete(f"{stack.url}/v1/jobs/{before}", timeout=10)):
+            assert response.status_code == 503, response.text
+            assert "Redis refused the command (OutOfMemoryError" in response.json()["error"], response.text
+        # Nothing half-submitted: no upload, no queued job, no listed job besides the first one.
+        assert [p.name for p in stack.jobs_dir.iterdir()] == [before]
+        assert [raw.decode() for raw in client.lrange("rq:queue:scoring", 0, -1)] == [before]
+        assert client.llen("rq:queue:training") == 0
+        assert client.zrange("mnist:jobs:recent", 0, -1) == [before.encode()]
+        assert stack.status(before)["status"] == "queued"  # plain reads still work
+        # RQ reads many jobs in a MULTI transaction, which a full Redis refuses as a whole: a clear 503.
+        listed = requests.get(stack.url + "/v1/jobs", headers=AUTH, timeout=10)
+        assert listed.status_code == 503 and "OutOfMemoryError" in listed.json()["error"], listed.text
+        assert _predict(stack.url, mnist.X[:3]).status_code == 200
+    finally:
+        client.config_set("maxmemory", "0")
+    # Room again: submissions work and a worker runs both jobs.
+    after = stack.submit_csv(csv_path)
+    assert after.status_code == 202, after.text
+    stack.start_worker("scoring")
+    for job_id in (before, after.json()["job_id"]):
+        assert stack.wait(job_id)["status"] == "finished"
