@@ -4,7 +4,8 @@
 ``<JOBS_DIR>/<job_id>/`` and enqueue the job by function path with only its id and paths;
 ``GET /v1/jobs[/<id>[/result]]`` reads status and results, ``DELETE /v1/jobs/<id>`` cancels.
 Scoring follows the prediction rule (open unless REQUIRE_KEY_FOR_ALL); retraining changes
-what is served, so it always needs the Bearer key.
+what is served, so it always needs the Bearer key. So does the job list: a job id is the
+only thing guarding a job's result and its cancel, so ids are handed out to their submitter only.
 """
 
 from __future__ import annotations
@@ -137,9 +138,10 @@ def job_status(job_id: str) -> ResponseReturnValue:
 
 @blueprint.get("/v1/jobs")
 def list_jobs() -> ResponseReturnValue:
-    check_api_key(always=False)
+    check_api_key(always=True)
     raw = request.args.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    # isascii(): "²".isdigit() is True, yet int("²") raises
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1000:
         raise ApiError(400, f"limit: expected a whole number 1..1000, got {raw!r}")
     jobs = jobs_queue.fetch_many(jobs_queue.recent_ids(int(raw)))
     return jsonify({"jobs": [_with_urls(jobs_queue.describe(job)) for job in jobs]})

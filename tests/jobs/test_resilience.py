@@ -91,7 +91,7 @@ def test_redis_down_jobs_503_predictions_work_both_recover(make_stack, mnist, re
         assert response.status_code == 503, response.text
         assert "Redis is not answering" in response.json()["error"]
         assert time.monotonic() - started < 10  # quick, not a hung request (generous bound for a busy box)
-        assert requests.get(stack.url + "/v1/jobs", timeout=10).status_code == 503
+        assert requests.get(stack.url + "/v1/jobs", headers=AUTH, timeout=10).status_code == 503
         predicted = _predict(stack.url, mnist.X[:3])
         assert predicted.status_code == 200, predicted.text
         ready = requests.get(stack.url + "/readyz", timeout=10).json()

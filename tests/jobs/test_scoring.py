@@ -11,9 +11,11 @@ import requests
 
 from core.datasets import PIXEL_COLUMNS
 from core.registry import ModelRegistry
+from tests.conftest import API_KEY
 from tests.jobs.conftest import write_kaggle_csv
 
 ROWS = 10_000  # the whole real test split; v1 scores ~0.91 on it
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def test_score_kaggle_test_csv_round_trip(make_stack, mnist, tmp_path: Path):
@@ -42,8 +44,11 @@ def test_score_kaggle_test_csv_round_trip(make_stack, mnist, tmp_path: Path):
     # Exactly one result file and no temporaries left in the job's directory.
     assert sorted(p.name for p in (stack.jobs_dir / body["job_id"]).iterdir()) == ["result.csv", "upload.csv"]
 
-    listed = requests.get(stack.url + "/v1/jobs", timeout=10).json()["jobs"]
+    listed = requests.get(stack.url + "/v1/jobs", headers=AUTH, timeout=10).json()["jobs"]
     assert [job["job_id"] for job in listed] == [body["job_id"]]
+    # The list hands out job ids, which guard results and cancels: it always needs the key.
+    anonymous = requests.get(stack.url + "/v1/jobs", timeout=10)
+    assert anonymous.status_code == 401 and body["job_id"] not in anonymous.text, anonymous.text
 
 
 def test_relative_directories_mean_the_start_directory(make_stack, mnist, tmp_path: Path):
@@ -158,7 +163,9 @@ def test_bad_requests_get_clear_4xx(make_stack, mnist, tmp_path: Path):
         (requests.post(url, files={"other": ("a.csv", b"x")}), 400, "'file'"),
         (requests.get(stack.url + "/v1/jobs/" + "0" * 32), 404, "no job"),
         (requests.get(stack.url + "/v1/jobs/../etc"), 404, ""),
-        (requests.get(stack.url + "/v1/jobs", params={"limit": "many"}), 400, "limit"),
+        (requests.get(stack.url + "/v1/jobs", params={"limit": "many"}, headers=AUTH), 400, "limit"),
+        (requests.get(stack.url + "/v1/jobs", params={"limit": "\u00b2"}, headers=AUTH), 400, "limit"),
+        (requests.get(stack.url + "/v1/jobs", params={"limit": "many"}), 401, ""),
     ]
     for response, code, words in cases:
         assert response.status_code == code, (response.status_code, response.text)
