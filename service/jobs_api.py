@@ -11,7 +11,6 @@ only thing guarding a job's result and its cancel, so ids are handed out to thei
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import redis
 from flask import Blueprint, Response, jsonify, request, send_file, url_for
@@ -32,9 +31,9 @@ from core.jobs import (
 from service import jobs_queue
 from service.auth import check_api_key
 from service.errors import ApiError, error_response
-from service.jobs_datasets import dataset_path, save_training_upload
+from service.jobs_datasets import TRAINING_FILE_FIELDS, dataset_path, save_training_upload
 from service.jobs_schemas import parse_score, parse_train
-from service.jobs_uploads import move_into_place, parse_multipart, save_body
+from service.jobs_uploads import Upload, move_into_place, parse_multipart, save_body
 from service.state import get_state
 
 blueprint = Blueprint("jobs", __name__)
@@ -69,7 +68,7 @@ def submit_score() -> ResponseReturnValue:
     upload = directory / UPLOAD_CSV
     try:
         if _mimetype() == "multipart/form-data":
-            form, files = parse_multipart(directory, settings.max_upload_bytes)
+            form, files = parse_multipart(directory, settings.max_upload_bytes, ("file",))
             if "file" not in files:
                 raise ApiError(400, "multipart upload has no file field 'file' (the CSV to score)")
             move_into_place(files["file"], upload)
@@ -106,9 +105,10 @@ def submit_train() -> ResponseReturnValue:
             data = dataset_path(settings.data_dir, params.dataset)
         else:
             form: dict[str, str] = {}
-            files: dict[str, Path] = {}
+            files: dict[str, Upload] = {}
             if _mimetype() == "multipart/form-data":
-                parsed_form, files = parse_multipart(directory / UPLOAD_DIR, settings.max_upload_bytes)
+                parsed_form, files = parse_multipart(directory / UPLOAD_DIR, settings.max_upload_bytes,
+                                                     TRAINING_FILE_FIELDS)
                 form = parsed_form.to_dict()
             params = parse_train({**form, **request.args.to_dict()})
             if params.dataset:

@@ -11,11 +11,12 @@ import re
 from pathlib import Path
 
 from service.errors import ApiError
-from service.jobs_uploads import move_into_place, save_body
+from service.jobs_uploads import Upload, move_into_place, save_body
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 NPZ_TYPES = ("application/x-npz", "application/octet-stream", "application/zip")
 CSV_TYPES = ("text/csv", "application/csv")
+TRAINING_FILE_FIELDS = ("file", "images", "labels")  # CSV or NPZ; or an IDX pair
 
 
 def dataset_path(data_dir: Path, name: str) -> Path:
@@ -34,6 +35,7 @@ def dataset_path(data_dir: Path, name: str) -> Path:
 
 
 def _kind_of(path: Path, filename_hint: str) -> str:
+    """'npz' for a zip archive, else 'csv'; a file the client named .npz must be a zip archive."""
     with open(path, "rb") as fh:
         head = fh.read(4)
     if head.startswith(b"PK"):
@@ -43,7 +45,7 @@ def _kind_of(path: Path, filename_hint: str) -> str:
     return "csv"
 
 
-def save_training_upload(directory: Path, mimetype: str, files: dict[str, Path], limit: int) -> Path:
+def save_training_upload(directory: Path, mimetype: str, files: dict[str, Upload], limit: int) -> Path:
     """Save the training data and return the path to hand the worker (a file or an IDX directory)."""
     if mimetype == "multipart/form-data":
         if "images" in files or "labels" in files:
@@ -55,7 +57,7 @@ def save_training_upload(directory: Path, mimetype: str, files: dict[str, Path],
         if "file" not in files:
             raise ApiError(400, "multipart upload needs a file field 'file' (CSV or NPZ), or 'images' and "
                                 "'labels' (IDX), or use a JSON body naming a dataset")
-        kind = _kind_of(files["file"], "")
+        kind = _kind_of(files["file"].path, files["file"].filename)
         return move_into_place(files["file"], directory / f"train.{kind}")
     if mimetype in CSV_TYPES:
         target = directory / "train.csv"

@@ -3,7 +3,12 @@
 A raw body (``text/csv``, NPZ bytes) is copied from ``request.stream`` in 1 MiB blocks to a
 temporary name and renamed; a multipart form is parsed by werkzeug with a stream factory
 that writes each file part straight into the job's directory. Past ``max_upload_bytes`` the
-partial file is removed and the request is answered 413.
+partial file is removed and the request is answered 413. The declared Content-Length is
+checked once for every job endpoint, in ``service.app._limit_body_size``, before the view runs.
+
+A form may carry only the file fields its endpoint reads, each once, and at most
+``MAX_FORM_PARTS`` parts in all: every file part is an open file, so an unbounded count of
+tiny parts would run the process out of file descriptors.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,21 +29,15 @@ from core.jobs import TMP_PREFIX
 from service.errors import ApiError
 
 BLOCK = 1 << 20
+MAX_FORM_PARTS = 16  # the train form has at most 3 files and 4 fields; room to spare, no more
 
 
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, f"upload is larger than the {limit}-byte limit (MAX_UPLOAD_BYTES)")
 
 
-def check_declared_length(limit: int) -> None:
-    if request.content_length is not None and request.content_length > limit:
-        raise _too_large(limit)
-
-
 def save_body(target: Path, limit: int) -> int:
     """Copy the request body to ``target`` (temporary name, then rename); returns its size."""
-    check_declared_length(limit)
-    request.max_content_length = limit  # the prediction body limit must not apply to uploads
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=target.parent)
     size = 0
@@ -59,30 +59,54 @@ def save_body(target: Path, limit: int) -> int:
     return size
 
 
-def parse_multipart(directory: Path, limit: int) -> tuple[MultiDict[str, str], dict[str, Path]]:
-    """Parse a multipart form, writing file parts into ``directory``; returns (fields, field -> path)."""
-    check_declared_length(limit)
+@dataclass
+class Upload:
+    """A file part saved under a temporary name in the job's directory."""
+
+    path: Path
+    filename: str  # as the client named it ('' when it gave none): a hint of the format only
+
+
+def _unexpected(allowed: tuple[str, ...]) -> str:
+    return f"accepted file fields here: {', '.join(repr(name) for name in allowed)}, each once"
+
+
+def parse_multipart(directory: Path, limit: int, allowed: tuple[str, ...]
+                    ) -> tuple[MultiDict[str, str], dict[str, Upload]]:
+    """Parse a multipart form, writing its file parts (only the ``allowed`` fields) into ``directory``;
+    returns (text fields, file field -> upload)."""
     directory.mkdir(parents=True, exist_ok=True)
     opened: list[IO[bytes]] = []
 
     def stream_factory(total_content_length: int | None, content_type: str | None, filename: str | None,
                        content_length: int | None = None) -> IO[bytes]:
+        # Refuse before opening one file more than the endpoint could ever use.
+        if len(opened) >= len(allowed):
+            raise ApiError(400, f"multipart upload has more than {len(allowed)} file part(s); "
+                                f"{_unexpected(allowed)}")
         handle = tempfile.NamedTemporaryFile(prefix=TMP_PREFIX, dir=directory, delete=False)  # noqa: SIM115
         opened.append(handle)
         return handle
 
     try:
-        _, form, files = parse_form_data(request.environ, stream_factory=stream_factory,
-                                         max_content_length=limit, max_form_memory_size=1 << 20)
+        _, form, files = parse_form_data(request.environ, stream_factory=stream_factory, max_content_length=limit,
+                                         max_form_memory_size=1 << 20, max_form_parts=MAX_FORM_PARTS)
+        for field in files:
+            if field not in allowed:
+                raise ApiError(400, f"multipart field {field!r}: unexpected file; {_unexpected(allowed)}")
+            if len(files.getlist(field)) > 1:
+                raise ApiError(400, f"multipart field {field!r}: sent {len(files.getlist(field))} times; "
+                                    f"{_unexpected(allowed)}")
     except RequestEntityTooLarge:
         _discard(opened)
-        raise _too_large(limit) from None
-    except Exception:
+        if request.content_length is not None:  # within the limit (checked before the view): too many parts
+            raise ApiError(413, f"multipart upload has more than {MAX_FORM_PARTS} parts") from None
+        raise ApiError(413, f"multipart upload is larger than the {limit}-byte limit (MAX_UPLOAD_BYTES) "
+                            f"or has more than {MAX_FORM_PARTS} parts") from None
+    except BaseException:
         _discard(opened)
         raise
-    saved: dict[str, Path] = {}
-    for field, storage in files.items():
-        saved[field] = _file_path(storage)
+    saved = {field: Upload(_file_path(storage), storage.filename or "") for field, storage in files.items()}
     for handle in opened:
         handle.close()
     return form, saved
@@ -99,9 +123,9 @@ def _discard(opened: list[Any]) -> None:
             os.unlink(handle.name)
 
 
-def move_into_place(source: Path, target: Path) -> Path:
+def move_into_place(source: Upload, target: Path) -> Path:
     """Rename a parsed upload part (still under its temporary name) to its final name."""
-    if source.stat().st_size == 0:
+    if source.path.stat().st_size == 0:
         raise ApiError(400, f"the uploaded file for {target.name!r} is empty")
-    os.replace(source, target)
+    os.replace(source.path, target)
     return target

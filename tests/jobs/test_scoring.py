@@ -173,6 +173,34 @@ def test_bad_requests_get_clear_4xx(make_stack, mnist, tmp_path: Path):
     assert not any(stack.jobs_dir.iterdir()) if stack.jobs_dir.exists() else True
 
 
+def test_multipart_parts_are_bounded_and_named(make_stack, mnist, tmp_path: Path):
+    """Each file part is an open file: a form of a thousand tiny parts must be refused, not run the
+    process out of descriptors; and only the fields an endpoint reads are accepted."""
+    stack = make_stack(workers=0)
+    score, train = stack.url + "/v1/jobs/score", stack.url + "/v1/jobs/train"
+    csv_bytes = write_kaggle_csv(tmp_path / "t.csv", mnist.X[:5]).read_bytes()
+    cases = [
+        (requests.post(score, files=[("file", (f"{i}.csv", b"x")) for i in range(1100)], timeout=30), 400,
+         "more than 1 file part(s); accepted file fields here: 'file', each once"),
+        (requests.post(score, files={"file": ("t.csv", csv_bytes)}, data={f"f{i}": "1" for i in range(100)},
+                       timeout=30), 413, "more than 16 parts"),
+        (requests.post(train, files={"file": ("t.csv", csv_bytes), "notes": ("n.txt", b"hi")}, headers=AUTH,
+                       timeout=30), 400, "multipart field 'notes': unexpected file; accepted file fields here: "
+                                         "'file', 'images', 'labels'"),
+        (requests.post(train, files=[("images", ("a", b"x")), ("images", ("b", b"y"))], headers=AUTH, timeout=30),
+         400, "multipart field 'images': sent 2 times"),
+        (requests.post(train, files={"file": ("digits.npz", csv_bytes)}, headers=AUTH, timeout=30), 400,
+         "named .npz but is not a zip archive"),
+    ]
+    for response, code, words in cases:
+        assert response.status_code == code, (response.status_code, response.text)
+        assert words in response.json()["error"], response.text
+    assert not stack.jobs_dir.exists() or not any(stack.jobs_dir.iterdir())  # no upload left behind
+    # Both gunicorn workers still open files and accept uploads.
+    for _ in range(4):
+        assert requests.post(score, files={"file": ("t.csv", csv_bytes)}, timeout=30).status_code == 202
+
+
 def test_upload_over_limit_is_413_and_leaves_nothing(make_stack, mnist, tmp_path: Path):
     stack = make_stack(workers=0, MAX_UPLOAD_BYTES="20000")
     csv_path = write_kaggle_csv(tmp_path / "big.csv", mnist.X[:100])
