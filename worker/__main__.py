@@ -9,6 +9,7 @@ SIGTERM is RQ's warm shutdown: the job in hand finishes, then the worker exits.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import signal
 import time
@@ -36,11 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     context = WorkerContext.from_settings(settings)
     set_context(context)
     settings.jobs_dir.mkdir(parents=True, exist_ok=True)
-    stop = _run_until_stopped(args.queues, args.name, args.burst, context)
-    return 0 if stop else 1
+    _run_until_stopped(args.queues, args.name, args.burst, context)
+    return 0
 
 
-def _run_until_stopped(queues: list[str], name: str | None, burst: bool, context: WorkerContext) -> bool:
+def _run_until_stopped(queues: list[str], name: str | None, burst: bool, context: WorkerContext) -> None:
     """Run RQ workers until a shutdown is requested.
 
     RQ's ``work()`` gives up when Redis drops while a job is being monitored; rather than
@@ -49,7 +50,7 @@ def _run_until_stopped(queues: list[str], name: str | None, burst: bool, context
     """
     level = context.settings.log_level.upper()
     terminated: list[int] = []
-    for restart in range(1_000_000):
+    for restart in itertools.count():
         # A restarted worker takes a fresh name: the old one's key may outlive the outage.
         worker_name = f"{name}-r{restart}" if name and restart else name
         worker = JobWorker(queues, connection=context.redis, name=worker_name, context=context)
@@ -60,7 +61,7 @@ def _run_until_stopped(queues: list[str], name: str | None, burst: bool, context
         # RQ records every SIGTERM/SIGINT (idle or busy) in _shutdown_requested_date; a work()
         # that returned without one gave up on Redis.
         if burst or getattr(worker, "_shutdown_requested_date", None) is not None:
-            return True
+            return
         signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
         delay = 0.5
         while not terminated:
@@ -71,10 +72,8 @@ def _run_until_stopped(queues: list[str], name: str | None, burst: bool, context
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
         if terminated:
-            return True
+            return
         log.warning("Redis answers again; restarting the worker")
-    return False
-    return 0
 
 
 if __name__ == "__main__":
