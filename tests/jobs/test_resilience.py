@@ -141,3 +141,16 @@ def test_full_redis_jobs_503_nothing_half_submitted_predictions_work(make_stack,
     stack.start_worker("scoring")
     for job_id in (before, after.json()["job_id"]):
         assert stack.wait(job_id)["status"] == "finished"
+
+
+def test_retrain_on_too_few_rows_fails_at_once_without_retries(make_stack, mnist):
+    """Two rows with dev_fraction 0.8 leave no training row: a clear final failure, not a crash retried."""
+    stack = make_stack()
+    save_npz(stack.data_dir / "two.npz", mnist, 2)
+    response = stack.submit_train({"dataset": "two.npz", "dev_fraction": 0.8, "config": {"epochs": 1}})
+    assert response.status_code == 202, response.text
+    status = stack.wait(response.json()["job_id"])
+    assert status["status"] == "failed" and status["retries_left"] == 0, status
+    assert "2 row(s) cannot be split into training and dev rows with dev fraction 0.8" in status["error"]
+    assert str(stack.data_dir) not in status["error"]
+    assert ModelRegistry(stack.models_dir).versions("mnist") == [1, 2]
