@@ -1,7 +1,9 @@
 """Configuration from environment variables (12-factor), read once through pydantic-settings.
 
-Every process (API, worker, trainer) builds one ``Settings`` at start-up and passes it down;
-nothing reads ``os.environ`` anywhere else.
+Every process (API, worker, trainer) builds one ``Settings`` at start-up and passes it down.
+The exceptions are deliberate: gunicorn's own settings (``BIND``, ``WEB_CONCURRENCY``,
+``THREADS``, ``PROMETHEUS_MULTIPROC_DIR``) are read by ``deploy/gunicorn.conf.py`` before the app
+exists, and the first-model bootstrap adds its download settings in ``trainer/bootstrap.py``.
 """
 
 from __future__ import annotations
