@@ -16,101 +16,66 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import io
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core.datasets import N_CLASSES, N_PIXELS
+from core.durable import atomic_write, exclusive_lock, fsync_dir, write_file
 from core.model import InputScaling, Model
 from core.network import Network
+from core.registry_errors import (
+    UNCHECKED,
+    AliasChanged,
+    CorruptVersion,
+    DigestMismatch,
+    InvalidName,
+    ModelNotFound,
+    NoModelPublished,
+    PromotionRefused,
+    RegistryError,
+    Unchecked,
+    VersionNotFound,
+    check_alias,
+    is_decimal,
+)
+
+# Callers import the errors and name rules from here, with the registry they describe.
+__all__ = [
+    "ALIASES_FILE",
+    "MANIFEST_FILE",
+    "PRODUCTION",
+    "UNCHECKED",
+    "WEIGHTS_FILE",
+    "AliasChanged",
+    "CorruptVersion",
+    "DigestMismatch",
+    "InvalidName",
+    "ModelNotFound",
+    "ModelRegistry",
+    "NoModelPublished",
+    "PromotionRefused",
+    "RegistryError",
+    "Unchecked",
+    "VersionNotFound",
+    "check_alias",
+    "is_decimal",
+]
 
 WEIGHTS_FILE = "weights.npz"
 MANIFEST_FILE = "model.json"
 ALIASES_FILE = "aliases.json"
 PRODUCTION = "production"
 _MAX_PUBLISH_ATTEMPTS = 1000
-# ASCII only: str.isalnum/isdigit accept other scripts' letters and digits ("²", "٣"), which
-# int() and file systems then treat differently. \Z, not $: "$" also matches before a final newline.
-_ALIAS = re.compile(r"(?!\d+\Z)[A-Za-z0-9_-]{1,64}\Z")
-
-
-class RegistryError(Exception):
-    """Base for registry problems; ``status`` is the HTTP status an API should answer with."""
-
-    status = 500
-
-
-class ModelNotFound(RegistryError):
-    status = 404
-
-
-class VersionNotFound(RegistryError):
-    status = 404
-
-
-class NoModelPublished(RegistryError):
-    """The name exists (or not) but holds no version yet: a service is not ready, not broken."""
-
-    status = 503
-
-
-class DigestMismatch(RegistryError):
-    status = 500
-
-
-class InvalidName(RegistryError):
-    """A malformed alias (or other name) given by a caller: bad input, not a broken registry."""
-
-    status = 422
-
-
-class AliasChanged(RegistryError):
-    """A compare-and-set alias update found the alias no longer pointing where the caller expected."""
-
-    status = 409
-
-
-class PromotionRefused(RegistryError):
-    """The version exists but cannot be served (bad digest, unusable weights or architecture)."""
-
-    status = 409
-
-
-class _Unchecked:
-    """Type of ``UNCHECKED``: ``set_alias`` without a compare-and-set condition."""
-
-
-UNCHECKED = _Unchecked()
-
-
-def is_decimal(text: str) -> bool:
-    """ASCII digits only: ``"²".isdigit()`` is True, yet ``int("²")`` raises."""
-    return text.isascii() and text.isdigit()
-
-
-def check_alias(alias: str) -> str:
-    """The one alias rule for the API, the CLI and the registry: 1-64 ASCII letters, digits, '-', '_'."""
-    if not isinstance(alias, str) or not _ALIAS.match(alias):
-        raise InvalidName(f"invalid alias {alias!r}: use 1-64 ASCII letters, digits, '-' or '_', not only digits")
-    return alias
-
-
-class CorruptVersion(DigestMismatch):
-    """A version whose files pass (or lack) the digest check yet cannot be used: unreadable JSON,
-    a weights archive with pickled objects or wrong shapes. A subclass of ``DigestMismatch`` so
-    callers that keep the previous model serving on a bad digest do the same here."""
 
 
 class ModelRegistry:
@@ -174,10 +139,10 @@ class ModelRegistry:
 
     def _write_aliases(self, name: str, aliases: dict[str, int]) -> None:
         directory = self.model_dir(name)
-        _atomic_write(directory / ALIASES_FILE, json.dumps(dict(sorted(aliases.items())), indent=2).encode())
+        atomic_write(directory / ALIASES_FILE, json.dumps(dict(sorted(aliases.items())), indent=2).encode())
 
     def set_alias(self, name: str, alias: str, version: int,
-                  expected: int | _Unchecked | None = UNCHECKED) -> dict[str, int]:
+                  expected: int | Unchecked | None = UNCHECKED) -> dict[str, int]:
         """Point ``alias`` at an existing ``version``; returns all aliases after the change.
 
         ``expected`` makes it a compare-and-set under the alias lock: the alias must still point at
@@ -188,7 +153,7 @@ class ModelRegistry:
             if version not in self.versions(name):
                 raise VersionNotFound(f"model {name!r} has no version {version}")
             aliases = self.aliases(name)
-            if not isinstance(expected, _Unchecked) and aliases.get(alias) != expected:
+            if not isinstance(expected, Unchecked) and aliases.get(alias) != expected:
                 raise AliasChanged(f"alias {alias!r} of model {name!r} now points at version {aliases.get(alias)}, "
                                    f"not {expected}: it changed meanwhile; not moving it to version {version}")
             aliases[alias] = int(version)
@@ -196,7 +161,7 @@ class ModelRegistry:
             return aliases
 
     def promote(self, name: str, alias: str, version: int,
-                expected: int | _Unchecked | None = UNCHECKED) -> dict[str, int]:
+                expected: int | Unchecked | None = UNCHECKED) -> dict[str, int]:
         """``set_alias`` after checking that ``version`` loads (digest, weights, architecture).
 
         Promoting a version that every server would refuse to load would report success while
@@ -245,7 +210,7 @@ class ModelRegistry:
             buffer = io.BytesIO()
             np.savez(buffer, **{k: np.asarray(v, dtype=np.float32) for k, v in network.arrays().items()})
             weights = buffer.getvalue()
-            _write_file(tmp / WEIGHTS_FILE, weights)
+            write_file(tmp / WEIGHTS_FILE, weights)
             full_manifest = {
                 "name": name,
                 "format": "mnist-serve/numpy-mlp/1",
@@ -256,13 +221,13 @@ class ModelRegistry:
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 **manifest,
             }
-            _write_file(tmp / MANIFEST_FILE, json.dumps(full_manifest, indent=2, default=_json_default).encode())
+            write_file(tmp / MANIFEST_FILE, json.dumps(full_manifest, indent=2, default=_json_default).encode())
             os.chmod(tmp, 0o755)
             version = self._rename_into_next_version(name, tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_dir(directory)
+        fsync_dir(directory)
         with self._aliases_lock(name):
             if not self.aliases(name):
                 # Under the lock, so two racing first publishers agree: the lowest number, i.e. the
@@ -327,17 +292,6 @@ def _check_io_shape(architecture: list[dict[str, Any]]) -> None:
         raise ValueError(f"architecture maps {shape}, a digit model needs {N_PIXELS} -> {N_CLASSES}")
 
 
-@contextlib.contextmanager
-def exclusive_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing): one holder across processes."""
-    with open(path, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
@@ -346,34 +300,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot store {type(value).__name__} in a manifest")
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary sibling and rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -153,7 +153,7 @@ def test_pickled_object_arrays_are_refused(models_dir: Path) -> None:
 def test_exception_during_write_leaves_no_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     registry = ModelRegistry(tmp_path)
     publish(registry)
-    real_write = registry_module._write_file
+    real_write = registry_module.write_file
 
     def failing_write(path: Path, data: bytes) -> None:
         if path.name == "model.json":  # weights already written, manifest half-way
@@ -161,12 +161,12 @@ def test_exception_during_write_leaves_no_version(tmp_path: Path, monkeypatch: p
             raise OSError(28, "No space left on device")
         real_write(path, data)
 
-    monkeypatch.setattr(registry_module, "_write_file", failing_write)
+    monkeypatch.setattr(registry_module, "write_file", failing_write)
     with pytest.raises(OSError, match="No space left"):
         publish(registry, 1)
     assert registry.versions("digits") == [1]
     assert sorted(p.name for p in registry.model_dir("digits").iterdir() if p.name.startswith(".tmp-")) == []
-    monkeypatch.setattr(registry_module, "_write_file", real_write)
+    monkeypatch.setattr(registry_module, "write_file", real_write)
     assert publish(registry, 2) == 2
     assert registry.aliases("digits") == {"production": 1}
 
@@ -183,7 +183,7 @@ def write_half_then_die(path, data):
         fh.flush()
     os.kill(os.getpid(), signal.SIGKILL)  # a real crash: no exception handler, no cleanup runs
 
-registry_module._write_file = write_half_then_die
+registry_module.write_file = write_half_then_die
 registry_module.ModelRegistry({root!r}).publish_version("digits", Network.mlp([784, 8, 10]), {{}})
 """
 

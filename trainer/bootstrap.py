@@ -27,7 +27,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.datasets import file_digest
-from core.registry import ModelRegistry, exclusive_lock
+from core.durable import exclusive_lock
+from core.registry import ModelRegistry
 from core.settings import Settings
 from trainer.cli import main as trainer_main
 
