@@ -18,6 +18,7 @@ import numpy as np
 
 from core.model import Model
 from core.registry import ModelRegistry, NoModelPublished, RegistryError
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,11 @@ class Predictor:
         self.last_error: str | None = None
         self.load_errors: dict[int, str] = {}
         self._default_error: RegistryError | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Predictor:
+        """The deployment's model, as the API and the worker both configure it."""
+        return cls(ModelRegistry(settings.models_dir), settings.model_name, check_interval=settings.reload_interval)
 
     def _refresh_if_changed(self) -> None:
         now = time.monotonic()

@@ -27,12 +27,11 @@ class ServiceState:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceState:
-        registry = ModelRegistry(settings.models_dir)
-        predictor = Predictor(registry, settings.model_name, check_interval=settings.reload_interval)
+        predictor = Predictor.from_settings(settings)
         # Short timeouts: when Redis is down, job endpoints must answer 503 quickly while
         # predictions (which never touch Redis) keep working.
         connection = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=5.0)
-        return cls(settings, registry, predictor, connection)
+        return cls(settings, predictor.registry, predictor, connection)
 
 
 def get_state() -> ServiceState:

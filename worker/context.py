@@ -25,9 +25,8 @@ class WorkerContext:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerContext:
-        registry = ModelRegistry(settings.models_dir)
-        predictor = Predictor(registry, settings.model_name, check_interval=settings.reload_interval)
-        return cls(settings, registry, predictor, redis.Redis.from_url(settings.redis_url))
+        predictor = Predictor.from_settings(settings)
+        return cls(settings, predictor.registry, predictor, redis.Redis.from_url(settings.redis_url))
 
 
 _context: WorkerContext | None = None
