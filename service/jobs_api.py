@@ -10,7 +10,10 @@ only thing guarding a job's result and its cancel, so ids are handed out to thei
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
+from pathlib import Path
 
 import redis
 from flask import Blueprint, Response, jsonify, request, send_file, url_for
@@ -58,15 +61,26 @@ def _mimetype() -> str:
     return (request.mimetype or "").lower()
 
 
+@contextlib.contextmanager
+def _new_job() -> Iterator[tuple[str, Path]]:
+    """A fresh job id and its directory, after checking Redis answers; if anything in the block
+    fails, the directory goes with it, so nothing half-submitted stays behind."""
+    jobs_queue.ping()
+    job_id = new_job_id()
+    directory = job_dir(get_state().settings.jobs_dir, job_id)
+    try:
+        yield job_id, directory
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
 @blueprint.post("/v1/jobs/score")
 def submit_score() -> ResponseReturnValue:
     check_api_key(always=False)
     settings = get_state().settings
-    jobs_queue.ping()
-    job_id = new_job_id()
-    directory = job_dir(settings.jobs_dir, job_id)
-    upload = directory / UPLOAD_CSV
-    try:
+    with _new_job() as (job_id, directory):
+        upload = directory / UPLOAD_CSV
         if _mimetype() == "multipart/form-data":
             form, files = parse_multipart(directory, settings.max_upload_bytes, ("file",))
             if "file" not in files:
@@ -81,9 +95,6 @@ def submit_score() -> ResponseReturnValue:
                                 f"not {request.mimetype or 'no content type'}")
         jobs_queue.enqueue(SCORING_QUEUE, SCORE_FUNCTION, job_id, "score",
                            {"job_id": job_id, "upload": str(upload), **params.model_dump()})
-    except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)  # nothing half-submitted stays behind
-        raise
     return _accepted(job_id)
 
 
@@ -91,10 +102,7 @@ def submit_score() -> ResponseReturnValue:
 def submit_train() -> ResponseReturnValue:
     check_api_key(always=True)
     settings = get_state().settings
-    jobs_queue.ping()
-    job_id = new_job_id()
-    directory = job_dir(settings.jobs_dir, job_id)
-    try:
+    with _new_job() as (job_id, directory):
         if _mimetype() == "application/json":
             body = request.get_json(silent=True)
             if not isinstance(body, dict):
@@ -117,9 +125,6 @@ def submit_train() -> ResponseReturnValue:
         jobs_queue.enqueue(TRAINING_QUEUE, TRAIN_FUNCTION, job_id, "train",
                            {"job_id": job_id, "data": str(data), "config": params.config.model_dump(),
                             "promote": params.promote, "dev_fraction": params.dev_fraction})
-    except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)
-        raise
     return _accepted(job_id)
 
 
