@@ -21,9 +21,12 @@ STATE_KEY = "mnist_serve"
 @dataclass
 class ServiceState:
     settings: Settings
-    registry: ModelRegistry
     predictor: Predictor
     redis: redis.Redis = field(repr=False)
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return self.predictor.registry
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceState:
@@ -31,7 +34,7 @@ class ServiceState:
         # Short timeouts: when Redis is down, job endpoints must answer 503 quickly while
         # predictions (which never touch Redis) keep working.
         connection = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=5.0)
-        return cls(settings, predictor.registry, predictor, connection)
+        return cls(settings, predictor, connection)
 
 
 def get_state() -> ServiceState:

@@ -19,14 +19,17 @@ from core.settings import Settings
 @dataclass
 class WorkerContext:
     settings: Settings
-    registry: ModelRegistry
     predictor: Predictor
     redis: redis.Redis = field(repr=False)
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return self.predictor.registry
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerContext:
         predictor = Predictor.from_settings(settings)
-        return cls(settings, predictor.registry, predictor, redis.Redis.from_url(settings.redis_url))
+        return cls(settings, predictor, redis.Redis.from_url(settings.redis_url))
 
 
 _context: WorkerContext | None = None
