@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,10 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
+from core.csv_ranges import count_lines, data_end, split_at_lines
 from core.digits import N_CLASSES, N_PIXELS, PIXEL_COLUMNS, Dataset, DatasetError, file_digest
+
+__all__ = ["count_lines", "data_end", "iter_kaggle_csv", "load_kaggle_csv", "split_at_lines"]
 
 
 def _check_header(path: Path, columns: list[str], require_label: bool) -> bool:
@@ -93,22 +95,6 @@ def _validate_chunk(path: Path, frame: pd.DataFrame, first_line: int, has_label:
     return np.ascontiguousarray(pixels), labels
 
 
-def data_end(path: Path) -> int:
-    """Byte offset just past the last non-blank character: blank lines (and spaces) at the end
-    of a file are not rows. A blank line before that is still a row, and an error."""
-    with open(path, "rb") as fh:
-        end = fh.seek(0, os.SEEK_END)
-        while end > 0:
-            start = max(0, end - (1 << 16))
-            fh.seek(start)
-            block = fh.read(end - start)
-            stripped = block.rstrip(b" \t\r\n")
-            if stripped:
-                return start + len(stripped)
-            end = start
-    return 0
-
-
 class _Prefix(io.RawIOBase):
     """The first ``size`` bytes of a binary file, for pandas to parse without the blank tail."""
 
@@ -127,13 +113,17 @@ class _Prefix(io.RawIOBase):
 
 
 def iter_kaggle_csv(path: str | Path, chunk_rows: int = 10_000, require_label: bool = False,
-                    read_label: bool = True) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+                    read_label: bool = True, byte_range: tuple[int, int] | None = None, first_line: int = 2
+                    ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
     """Stream a Kaggle CSV as ``(first_row_index, pixels float32 (k, 784), labels or None)``.
 
     Memory stays bounded by ``chunk_rows`` whatever the file size. A ``label`` column is
     optional unless ``require_label``; with ``read_label`` False it is skipped unchecked and
     labels are None (scoring). Every other cell is validated and the first bad one raises.
     Blank lines at the end of the file are ignored; a blank line between rows is an error.
+
+    ``byte_range`` (from ``split_at_lines``) reads only those whole lines, under the header of
+    line 1; ``first_line`` is the file line its first row is on, for the line numbers in errors.
     """
     path = Path(path)
     try:
@@ -143,33 +133,43 @@ def iter_kaggle_csv(path: str | Path, chunk_rows: int = 10_000, require_label: b
     has_label = _check_header(path, header, require_label)
     width = len(header)
     row = 0
+    if byte_range is None:
+        start, size, line_shift = 0, data_end(path), 0  # pandas counts the header as its line 1
+        options: dict = {}
+    else:
+        start, size, line_shift = byte_range[0], max(byte_range[1] - byte_range[0], 0), first_line - 1
+        # index_col=False: a row with an extra field is an error, not an unnamed index column
+        options = {"header": None, "names": header, "index_col": False}
     try:
-        with open(path, "rb") as fh, io.BufferedReader(_Prefix(fh, data_end(path)), 1 << 20) as data:
-            # on_bad_lines="error" makes pandas refuse a row with too many fields; too few show up as
-            # NaN, and so does a blank line (kept, so that it is reported with its line number).
-            reader = pd.read_csv(data, chunksize=chunk_rows, engine="c", on_bad_lines="error",
-                                 skip_blank_lines=False)
-            for frame in reader:
-                if frame.empty:
-                    continue
-                if frame.shape[1] != width:
-                    raise DatasetError(f"{path}: expected {width} columns, a chunk has {frame.shape[1]}")
-                pixels, labels = _validate_chunk(path, frame, row + 2, has_label, read_label)
-                yield row, pixels, labels
-                row += len(frame)
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            with io.BufferedReader(_Prefix(fh, size), 1 << 20) as data:
+                # on_bad_lines="error" makes pandas refuse a row with too many fields; too few show up
+                # as NaN, and so does a blank line (kept, so that it is reported with its line number).
+                reader = pd.read_csv(data, chunksize=chunk_rows, engine="c", on_bad_lines="error",
+                                     skip_blank_lines=False, **options)
+                for frame in reader:
+                    if frame.empty:
+                        continue
+                    if frame.shape[1] != width:
+                        raise DatasetError(f"{path}: expected {width} columns, a chunk has {frame.shape[1]}")
+                    pixels, labels = _validate_chunk(path, frame, row + first_line, has_label, read_label)
+                    yield row, pixels, labels
+                    row += len(frame)
     except pd.errors.ParserError as exc:
-        raise DatasetError(f"{path}: {_describe_parser_error(exc)}") from exc
+        raise DatasetError(f"{path}: {_describe_parser_error(exc, line_shift)}") from exc
     except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path}: near line {row + 2}: not UTF-8 text ({exc.reason})") from exc
+        raise DatasetError(f"{path}: near line {row + first_line}: not UTF-8 text ({exc.reason})") from exc
 
 
-def _describe_parser_error(exc: pd.errors.ParserError) -> str:
-    # pandas says "Expected 785 fields in line 7, saw 786"; put it in our "line L: ..." form.
+def _describe_parser_error(exc: pd.errors.ParserError, line_shift: int = 0) -> str:
+    # pandas says "Expected 785 fields in line 7, saw 786"; put it in our "line L: ..." form
+    # (pandas's line 7 is file line 7 + line_shift when it read from the middle of the file).
     text = str(exc).strip().replace("Error tokenizing data. C error: ", "")
     match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
     if match:
         expected, line, found = match.groups()
-        return f"line {line}: expected {expected} columns, found {found}"
+        return f"line {int(line) + line_shift}: expected {expected} columns, found {found}"
     return text
 
 

@@ -7,12 +7,16 @@ worker all call, so every caller scales raw 0..255 pixels identically.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from core.datasets import N_PIXELS
+from core.digits import N_PIXELS
+from core.explain import Explanation, gradient_x_input
 from core.network import Network
+
+CONV_ROWS_PER_PASS = 256
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,25 @@ class InputScaling:
         return cls(float(data["scale"]), float(data.get("offset", 0.0)))
 
 
+def class_names_of(manifest: dict[str, Any], n_classes: int = 10) -> list[str] | None:
+    """A manifest's top-level ``class_names`` (one string per output, e.g. Fashion-MNIST's
+    "T-shirt/top"), or None when it has none or they do not fit ``n_classes`` outputs."""
+    names = manifest.get("class_names")
+    if isinstance(names, list) and len(names) == n_classes and all(isinstance(n, str) for n in names):
+        return names
+    return None
+
+
+def platform_of(architecture: list[dict[str, Any]] | None) -> str:
+    """What runs a manifest's layer stack, as V2 metadata's ``platform`` says it: ``numpy-mlp``
+    (dense layers only, and manifests without an architecture), ``numpy-cnn`` (with convolutions)
+    or ``numpy-net`` (any other stack)."""
+    kinds = {layer.get("type") for layer in architecture or []}
+    if kinds <= {"dense", "relu", "dropout"}:
+        return "numpy-mlp"
+    return "numpy-cnn" if "conv2d" in kinds else "numpy-net"
+
+
 @dataclass
 class Model:
     """A loaded model version: ``predict_proba`` takes raw pixels (n, 784) in 0..255."""
@@ -51,6 +74,22 @@ class Model:
     # memory-friendly; the result is the same as one pass over all rows.
     max_rows_per_pass: int = 8192
 
+    def __post_init__(self) -> None:
+        if not self.network.is_mlp:
+            # A conv net's activations are ~20 KB per row per conv layer (26x26x32 floats), not a
+            # few KB: 256 rows keep one pass near 100 MB instead of several GB.
+            self.max_rows_per_pass = min(self.max_rows_per_pass, CONV_ROWS_PER_PASS)
+
+    @cached_property  # the manifest never changes once loaded, and V1 reads this per request
+    def class_names(self) -> list[str] | None:
+        """The manifest's ``class_names`` (see ``class_names_of``) for this network's outputs."""
+        layers = self.network.trainable_layers
+        return class_names_of(self.manifest, int(layers[-1].weights.shape[1]) if layers else 0)
+
+    @property
+    def platform(self) -> str:
+        return platform_of(self.network.architecture())
+
     def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
         pixels = np.asarray(pixels)
         if pixels.ndim != 2 or pixels.shape[1] != N_PIXELS:
@@ -64,3 +103,22 @@ class Model:
         """(labels int64 (n,), probabilities float32 (n, 10))."""
         probabilities = self.predict_proba(pixels)
         return probabilities.argmax(axis=1).astype(np.int64), probabilities
+
+    def explain(self, pixels: np.ndarray, classes: np.ndarray | None = None) -> Explanation:
+        """Gradient x input attributions (n, 784) of raw pixels (n, 784) in 0..255 to each row's
+        predicted (or given) class logit, through this model's input scaling (``core.explain``).
+
+        Safe beside concurrent ``predict`` calls on this model: the pass runs on a private copy of
+        the layers. Rows go in slices of ``max_rows_per_pass``, as predictions do.
+        """
+        pixels = np.asarray(pixels)
+        if pixels.ndim != 2 or pixels.shape[1] != N_PIXELS:
+            raise ValueError(f"expected pixels of shape (n, {N_PIXELS}), got {pixels.shape}")
+        step = self.max_rows_per_pass
+        parts = [gradient_x_input(self.network, pixels[i:i + step], self.scaling.scale, self.scaling.offset,
+                                  None if classes is None else np.asarray(classes)[i:i + step])
+                 for i in range(0, max(len(pixels), 1), step)]
+        if len(parts) == 1:
+            return parts[0]
+        return Explanation(*(np.concatenate([getattr(p, f) for p in parts])
+                             for f in ("labels", "probabilities", "logits", "attributions")))

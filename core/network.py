@@ -8,10 +8,12 @@ by side. Everything is float32 unless a caller asks for float64 (the gradient ch
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from core.conv import Conv2D, Flatten, MaxPool2D, Reshape
 
 # Probabilities are clipped before the log so a confident wrong answer costs a large but
 # finite loss instead of inf (which would poison the epoch mean).
@@ -142,7 +144,10 @@ def softmax_cross_entropy_backward(probabilities: np.ndarray, labels: np.ndarray
     return grad
 
 
-Layer = Dense | ReLU | Dropout
+Layer = Dense | ReLU | Dropout | Conv2D | MaxPool2D | Flatten | Reshape
+# Layers with weights and biases: what the optimizers step and the weights file stores. Both
+# keep ``(fan_in, n_out)`` weights, so one optimizer update and one file naming fit either.
+PARAMETRIC = (Dense, Conv2D)
 
 
 class Network:
@@ -165,9 +170,47 @@ class Network:
                     layers.append(Dropout(dropout, rng))
         return cls(layers)
 
+    @classmethod
+    def cnn(cls, channels: Sequence[int] = (32, 64), kernel: int = 3, hidden: Sequence[int] = (128,),
+            image: tuple[int, int, int] = (28, 28, 1), n_classes: int = 10, dropout: float = 0.0,
+            init: str = "he", seed: int = 0, dtype: type = np.float32) -> Network:
+        """Reshape, then (Conv2D 'valid' - MaxPool2D(2) - ReLU) per entry of ``channels``, Flatten,
+        then Dense-ReLU-(Dropout) per ``hidden`` width and a Dense to ``n_classes`` logits.
+
+        The pool comes before the ReLU: max and ReLU commute (both orders give the same outputs
+        and the same gradients), and this way the ReLU and its mask touch a quarter of the values."""
+        rng = np.random.default_rng(seed)
+        height, width, in_channels = image
+        layers: list[Layer] = [Reshape(image)]
+        for out_channels in channels:
+            layers += [Conv2D(in_channels, out_channels, kernel, rng=rng, init=init, dtype=dtype), MaxPool2D(2),
+                       ReLU()]
+            height, width, in_channels = (height - kernel + 1) // 2, (width - kernel + 1) // 2, out_channels
+            if height < 1 or width < 1:
+                raise ValueError(f"{len(channels)} conv blocks of kernel {kernel} shrink {image[:2]} to nothing")
+        layers.append(Flatten())
+        n_in = height * width * in_channels
+        for n_out in hidden:
+            layers += [Dense(n_in, n_out, rng, init=init, dtype=dtype), ReLU()]
+            if dropout > 0:
+                layers.append(Dropout(dropout, rng))
+            n_in = n_out
+        layers.append(Dense(n_in, n_classes, rng, init=init, dtype=dtype))
+        return cls(layers)
+
     @property
     def dense_layers(self) -> list[Dense]:
         return [layer for layer in self.layers if isinstance(layer, Dense)]
+
+    @property
+    def is_mlp(self) -> bool:
+        """Dense, ReLU and Dropout only: the networks every earlier version of this code wrote."""
+        return all(isinstance(layer, Dense | ReLU | Dropout) for layer in self.layers)
+
+    @property
+    def trainable_layers(self) -> list[Dense | Conv2D]:
+        """Every layer with weights and biases, in order: what an optimizer's ``step`` takes."""
+        return [layer for layer in self.layers if isinstance(layer, PARAMETRIC)]
 
     def forward(self, inputs: np.ndarray, training: bool = False) -> np.ndarray:
         out = inputs
@@ -179,10 +222,12 @@ class Network:
         """Backpropagate ``dL/dlogits``; returns ``dL/dinputs`` unless ``input_gradient`` is False
         (training passes False: only the parameters' gradients are needed there)."""
         grad: np.ndarray | None = dlogits
+        # Below the first layer with weights (e.g. a conv net's Reshape) there is nothing to train.
+        first = next((i for i, layer in enumerate(self.layers) if isinstance(layer, PARAMETRIC)), 0)
         for index in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[index]
-            if index == 0 and isinstance(layer, Dense):
-                return layer.backward(grad, input_gradient)
+            if index == first and not input_gradient:
+                return layer.backward(grad, False) if isinstance(layer, PARAMETRIC) else None
             grad = layer.backward(grad)
         return grad
 
@@ -196,23 +241,33 @@ class Network:
         return [layer.spec() for layer in self.layers]
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """``dense0_weights``, ``dense0_biases``, ... and ``conv2d0_weights``, ...: numbered per
+        layer type, so an MLP's file keeps the names it always had."""
         arrays: dict[str, np.ndarray] = {}
-        for i, layer in enumerate(self.dense_layers):
-            arrays[f"dense{i}_weights"] = layer.weights
-            arrays[f"dense{i}_biases"] = layer.biases
+        counts: dict[str, int] = {}
+        for layer in self.trainable_layers:
+            index = counts[layer.kind] = counts.get(layer.kind, -1) + 1
+            arrays[f"{layer.kind}{index}_weights"] = layer.weights
+            arrays[f"{layer.kind}{index}_biases"] = layer.biases
         return arrays
+
+    def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Copy ``arrays`` (named as ``arrays()`` names them, e.g. a snapshot of an earlier epoch)
+        into this network's own arrays, in place, so whatever holds the layers keeps holding them."""
+        for key, target in self.arrays().items():
+            target[...] = arrays[key]
 
     @classmethod
     def from_arrays(cls, architecture: list[dict[str, Any]], arrays: dict[str, np.ndarray]) -> Network:
         """Rebuild a network from its specs and weights, checking every shape against the specs."""
         layers: list[Layer] = []
-        dense_index = 0
+        counts: dict[str, int] = {}
         for spec in architecture:
-            kind = spec.get("type")
-            if kind == "dense":
-                layer = Dense(int(spec["n_inputs"]), int(spec["n_neurons"]))
+            layer = _layer_from_spec(spec)
+            if isinstance(layer, PARAMETRIC):
+                index = counts[layer.kind] = counts.get(layer.kind, -1) + 1
                 for attr in ("weights", "biases"):
-                    key = f"dense{dense_index}_{attr}"
+                    key = f"{layer.kind}{index}_{attr}"
                     if key not in arrays:
                         raise ValueError(f"weights file has no array {key!r}")
                     value = np.asarray(arrays[key], dtype=np.float32)
@@ -220,12 +275,26 @@ class Network:
                         raise ValueError(f"array {key!r} has shape {value.shape}, "
                                          f"architecture says {getattr(layer, attr).shape}")
                     setattr(layer, attr, value)
-                dense_index += 1
-                layers.append(layer)
-            elif kind == "relu":
-                layers.append(ReLU())
-            elif kind == "dropout":
-                layers.append(Dropout(float(spec["rate"])))
-            else:
-                raise ValueError(f"unknown layer type {kind!r} in architecture")
+            layers.append(layer)
         return cls(layers)
+
+
+def _layer_from_spec(spec: dict[str, Any]) -> Layer:
+    """One layer, freshly initialised, from its ``spec()`` (weights are loaded by the caller)."""
+    kind = spec.get("type")
+    if kind == "dense":
+        return Dense(int(spec["n_inputs"]), int(spec["n_neurons"]))
+    if kind == "relu":
+        return ReLU()
+    if kind == "dropout":
+        return Dropout(float(spec["rate"]))
+    if kind == "conv2d":
+        return Conv2D(int(spec["in_channels"]), int(spec["out_channels"]), int(spec["kernel"]),
+                      int(spec.get("stride", 1)), int(spec.get("padding", 0)))
+    if kind == "maxpool2d":
+        return MaxPool2D(int(spec.get("size", 2)))
+    if kind == "flatten":
+        return Flatten()
+    if kind == "reshape":
+        return Reshape(spec["shape"])
+    raise ValueError(f"unknown layer type {kind!r} in architecture")

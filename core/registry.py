@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from core.datasets import N_CLASSES, N_PIXELS
+from core.digits import N_CLASSES, N_PIXELS
 from core.durable import atomic_write, exclusive_lock, fsync_dir, write_file
 from core.model import InputScaling, Model
 from core.network import Network
@@ -213,7 +213,9 @@ class ModelRegistry:
             write_file(tmp / WEIGHTS_FILE, weights)
             full_manifest = {
                 "name": name,
-                "format": "mnist-serve/numpy-mlp/1",
+                # An MLP's manifest stays what it always was; a stack with other layers says so,
+                # so a reader that predates them refuses it by its format, not by a crash.
+                "format": "mnist-serve/numpy-mlp/1" if network.is_mlp else "mnist-serve/numpy-net/1",
                 "architecture": network.architecture(),
                 "input_scaling": (scaling or InputScaling()).to_json(),
                 "weights_file": WEIGHTS_FILE,
@@ -277,15 +279,23 @@ class ModelRegistry:
                 arrays = {key: archive[key] for key in archive.files}
             network = Network.from_arrays(manifest["architecture"], arrays)
             scaling = InputScaling.from_json(manifest["input_scaling"])
-            _check_io_shape(manifest["architecture"])
+            _check_io_shape(manifest["architecture"], network)
         except (ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile) as exc:
             raise CorruptVersion(f"model {name!r} version {version}: {weights_path.name} or {MANIFEST_FILE} "
                                  f"cannot be used ({type(exc).__name__}: {exc}); refusing to load it") from exc
         return Model(network, scaling, name, version, manifest)
 
 
-def _check_io_shape(architecture: list[dict[str, Any]]) -> None:
+def _check_io_shape(architecture: list[dict[str, Any]], network: Network) -> None:
     """A servable network maps 784 pixels to 10 digit scores; anything else fails every request."""
+    if not network.is_mlp:
+        # Conv shapes chain through the image size, which no single spec holds: run one blank image.
+        shape = network.forward(np.zeros((1, N_PIXELS), np.float32)).shape
+        if shape != (1, N_CLASSES):
+            outputs = "x".join(map(str, shape[1:]))
+            raise ValueError(f"architecture maps {N_PIXELS} -> {outputs}, "
+                             f"a digit model needs {N_PIXELS} -> {N_CLASSES}")
+        return
     dense = [layer for layer in architecture if layer.get("type") == "dense"]
     if not dense or int(dense[0]["n_inputs"]) != N_PIXELS or int(dense[-1]["n_neurons"]) != N_CLASSES:
         shape = f"{dense[0]['n_inputs']} -> {dense[-1]['n_neurons']}" if dense else "no dense layer"

@@ -1,10 +1,15 @@
-"""The predictor that the API and the worker share: resolve a version, keep it loaded, swap on change.
+"""The predictors that the API and the worker share: resolve a version, keep it loaded, swap on change.
 
 Loaded versions are immutable, so they are cached by number. What moves is the mapping from
 "production" (or another alias) to a number: every ``get`` call at most once per
 ``check_interval`` compares the registry's stat fingerprint and re-resolves when it changed.
 A caller takes one ``Model`` reference per request and uses it to the end, so a swap between
 requests can never mix two versions inside one response.
+
+A server serves several model names side by side (as TF Serving and Triton do): ``ModelSet``
+holds one ``Predictor`` per name, each with its own lock, cache and aliases, so one model's
+broken version or reload never touches another. The names are the registry's (a model
+published later is picked up within ``check_interval``) or a configured list.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import numpy as np
 
 from core.model import Model
-from core.registry import ModelRegistry, NoModelPublished, RegistryError
+from core.registry import ModelNotFound, ModelRegistry, NoModelPublished, RegistryError
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -140,3 +146,93 @@ class Predictor:
     def loaded_version(self) -> int | None:
         """The production version currently held, without touching the registry."""
         return self._resolved.get(None)
+
+
+class UnknownModel(ModelNotFound):
+    """A model name this server does not serve (404); the message names the ones it does."""
+
+    def __init__(self, name: str, served: list[str]) -> None:
+        super().__init__(f"unknown model {name!r}: this server serves {', '.join(map(repr, served))}")
+        self.name, self.served = name, served
+
+
+class ModelSet:
+    """Every served model name -> its own ``Predictor``, created on first use.
+
+    ``default`` (``MODEL_NAME``) is always served: requests and jobs that name no model use it, so
+    today's clients keep working. ``served`` (``SERVED_MODELS``) fixes the list; without it every
+    model directory in the registry is served.
+    """
+
+    def __init__(self, registry: ModelRegistry, default: str, served: Sequence[str] = (),
+                 check_interval: float = 0.5, max_loaded: int = 4) -> None:
+        self.registry = registry
+        self.default = default
+        self.check_interval = check_interval
+        self.max_loaded = max_loaded
+        self.configured: tuple[str, ...] | None = tuple(dict.fromkeys([default, *served])) if served else None
+        self._lock = threading.Lock()
+        self._predictors: dict[str, Predictor] = {}
+        self._names: tuple[str, ...] = (default,)
+        self._listed_at = -float("inf")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelSet:
+        """The deployment's models, as the API and the worker both configure them."""
+        return cls(ModelRegistry(settings.models_dir), settings.model_name, settings.served_model_names,
+                   check_interval=settings.reload_interval)
+
+    def names(self, refresh: bool = False) -> list[str]:
+        """The served names, sorted (a configured list keeps its order, the default first)."""
+        if self.configured is not None:
+            return list(self.configured)
+        with self._lock:
+            now = time.monotonic()
+            if refresh or now - self._listed_at >= self.check_interval:
+                self._listed_at = now
+                # A model is a directory holding a version (not, say, a volume's lost+found); ':'
+                # starts a V1 verb, so a directory so named could never be reached by URL.
+                listed = (name for name in self.registry.model_names()
+                          if ":" not in name and self.registry.versions(name))
+                self._names = tuple(sorted({self.default, *listed}))
+            return list(self._names)
+
+    def serves(self, name: str) -> bool:
+        """Whether ``name`` is served, by the listing ``names()`` keeps (re-listed when it is stale).
+
+        The per-request check: a membership test on the kept tuple, no copy and, between
+        re-listings, no lock.
+        """
+        if self.configured is not None:
+            return name in self.configured
+        if time.monotonic() - self._listed_at >= self.check_interval:
+            self.names()
+        return name in self._names
+
+    def predictor(self, name: str | None = None) -> Predictor:
+        """The predictor of ``name`` (default: ``default``); ``UnknownModel`` (404) if it is not served.
+
+        An unknown name re-lists the registry once at once, so a model published a moment ago is
+        found without waiting for the next check.
+        """
+        name = self.default if name is None else name
+        if not self.serves(name) and name not in self.names(refresh=True):
+            raise UnknownModel(name, self.names())
+        predictor = self._predictors.get(name)  # one dict read (atomic): the lock only to create one
+        if predictor is None:
+            with self._lock:
+                predictor = self._predictors.get(name)
+                if predictor is None:
+                    predictor = self._predictors[name] = Predictor(self.registry, name, self.check_interval,
+                                                                   self.max_loaded)
+        return predictor
+
+    def get(self, version: int | None = None, alias: str | None = None, model: str | None = None) -> Model:
+        """``Predictor.get`` of ``model`` (default: the default model): the positional order of
+        ``Predictor.get`` plus the model, so ``get(*payload.model_target())`` reads the same."""
+        return self.predictor(model).get(version, alias)
+
+    def predictors(self) -> dict[str, Predictor]:
+        """The predictors created so far (the models this process has been asked about)."""
+        with self._lock:
+            return dict(self._predictors)

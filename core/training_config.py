@@ -6,11 +6,11 @@ with it without importing the trainer; the worker then hands the same object to 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-PRESETS = ("default", "seed")
+PRESETS = ("default", "seed", "cnn")
 
 
 class TrainConfig(BaseModel):
@@ -18,21 +18,46 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    hidden: list[int] = Field(default_factory=lambda: [1024], description="hidden layer widths, e.g. [256, 128]")
-    optimizer: Literal["gd", "sgd", "momentum", "adam"] = "adam"
+    arch: Literal["mlp", "cnn"] = Field(
+        "mlp", description="mlp: dense layers only; cnn: conv 3x3-maxpool 2-ReLU blocks (see channels), "
+                           "then the hidden dense layers")
+    # Bounds on the type itself (not in a validator), so the OpenAPI document states them too.
+    # Two 3x3 'valid' conv + 2x2 pool blocks take 28 -> 13 -> 5; a fourth would leave nothing.
+    channels: list[Annotated[int, Field(ge=1, le=512)]] = Field(
+        default_factory=lambda: [32, 64], min_length=1, max_length=3,
+        description="cnn only: output channels of each conv block, e.g. 32 64")
+    hidden: list[int] = Field(default_factory=lambda: [1024],
+                              description="hidden layer widths, input side first, e.g. 256 128")
+    optimizer: Literal["gd", "sgd", "momentum", "adam"] = Field(
+        "adam", description="gd and sgd: plain gradient descent (full batch or mini-batches, as the batch size "
+                            "says); momentum: SGD with momentum; adam: Adam")
     lr: float = Field(1e-3, gt=0, le=10, description="initial learning rate")
-    lr_schedule: Literal["constant", "inverse", "cosine"] = "cosine"
+    lr_schedule: Literal["constant", "inverse", "cosine"] = Field(
+        "cosine", description="how the learning rate falls over the run")
     lr_decay: float = Field(0.0, ge=0, description="decay of the 'inverse' schedule: lr / (1 + decay * step)")
-    momentum: float = Field(0.9, ge=0, lt=1)
+    momentum: float = Field(0.9, ge=0, lt=1, description="velocity kept per step by the 'momentum' optimizer")
     weight_decay: float = Field(0.0, ge=0, lt=1, description="L2 penalty on the weights")
     dropout: float = Field(0.3, ge=0, lt=1, description="inverted dropout after each hidden layer")
-    epochs: int = Field(40, ge=1, le=10_000)
+    epochs: int = Field(40, ge=1, le=10_000, description="passes over the training data (fewer with early stopping)")
     batch_size: int = Field(128, ge=0, description="mini-batch size; 0 means full-batch gradient descent")
-    augment_shift: int = Field(2, ge=0, le=4, description="random shifts of up to this many pixels")
+    augment_shift: int = Field(2, ge=0, le=4, description="random shifts of up to this many pixels (0: off)")
     early_stopping: int = Field(10, ge=0, description="stop after this many epochs without a better dev loss (0: off)")
-    init: Literal["he", "uniform"] = "he"
-    seed: int = Field(0, ge=0)
-    preset: Literal["default", "seed"] = "default"
+    init: Literal["he", "uniform"] = Field("he", description="initial weights: he (scaled normal) or uniform "
+                                                             "(-0.5..0.5, the tutorial's), conv kernels too")
+    seed: int = Field(0, ge=0, description="random seed of the initial weights, shuffling, dropout and shifts")
+    preset: Literal["default", "seed", "cnn"] = Field(
+        "default", description="named defaults for every field the request leaves out: seed (the tutorial's "
+                               "784-10-10, full-batch gradient descent), cnn (two conv blocks, 99%+ on MNIST)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: object) -> object:
+        """A named preset supplies the fields the request leaves out, in the API as in the CLI:
+        ``{"preset": "cnn", "epochs": 5}`` is the CNN preset for 5 epochs, not the default MLP
+        labelled "cnn"."""
+        if isinstance(data, dict) and data.get("preset") in PRESETS:
+            return {**preset_fields(data["preset"]), **data}
+        return data
 
     @model_validator(mode="after")
     def _check_hidden(self) -> TrainConfig:
@@ -42,15 +67,27 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def for_preset(cls, preset: str, **overrides: object) -> TrainConfig:
-        """``seed`` is the classic tutorial network: 784-10-10, ReLU, softmax, full-batch gradient
-        descent at lr 0.1 for 500 iterations, uniform(-0.5, 0.5) init, pixels / 255."""
-        if preset == "seed":
-            base: dict[str, object] = dict(hidden=[10], optimizer="gd", lr=0.1, lr_schedule="constant",
-                                           dropout=0.0, epochs=500, batch_size=0, augment_shift=0,
-                                           early_stopping=0, init="uniform", weight_decay=0.0, preset="seed")
-        elif preset == "default":
-            base = {}
-        else:
+        """The preset's configuration with the ``overrides`` that are not None (the CLI's given flags)."""
+        if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r} (expected one of {', '.join(PRESETS)})")
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**base)
+        return cls(preset=preset, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def preset_fields(preset: str) -> dict[str, object]:
+    """The fields a preset sets (the rest keep their defaults).
+
+    ``seed`` is the classic tutorial network: 784-10-10, ReLU, softmax, full-batch gradient
+    descent at lr 0.1 for 500 iterations, uniform(-0.5, 0.5) init, pixels / 255.
+    """
+    if preset == "seed":
+        return dict(hidden=[10], optimizer="gd", lr=0.1, lr_schedule="constant", dropout=0.0, epochs=500,
+                    batch_size=0, augment_shift=0, early_stopping=0, init="uniform", weight_decay=0.0)
+    if preset == "cnn":
+        # Two conv blocks of 16 and 32 channels and a dense layer of 128, 30 epochs to the end of the
+        # cosine schedule (no early stopping, so the dev figure is not picked on dev): 99.25% (seed 0)
+        # and 99.05% (seed 1) dev accuracy on the t10k 8,000/2,000 split (the default MLP: ~98.4%),
+        # 34-38 s of CPU in all. 20 epochs gave 99.10/99.05%; 32 and 64 channels cost 2x the time
+        # and reached 98.95% (15 epochs, early stopping).
+        return dict(arch="cnn", channels=[16, 32], hidden=[128], dropout=0.3, epochs=30, augment_shift=1,
+                    early_stopping=0)
+    return {}

@@ -9,18 +9,51 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+import typing
+from typing import Annotated, Any, Literal
 
 from pydantic import ValidationError
 
 from core.datasets import DatasetError, load_dataset
 from core.registry import ModelRegistry, RegistryError
-from core.settings import Settings
+from core.settings import Settings, SettingsError
 from core.training_config import PRESETS, TrainConfig
+from core.validation import describe_validation
+from trainer.class_names import load_class_names
 from trainer.evaluation import evaluate, format_report
 from trainer.export import EXPORT_FORMATS, export_rows
 from trainer.pipeline import train_and_publish
 from trainer.training import EpochReport
+
+# Every TrainConfig field but the preset (its own flag, which picks the defaults the others override).
+CONFIG_FIELDS = tuple(name for name in TrainConfig.model_fields if name != "preset")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``CONFIG_FIELDS`` entry (``lr_schedule`` -> ``--lr-schedule``), typed, with the
+    Literal's choices and the field's description; generated, so a new field cannot be forgotten.
+
+    Every flag defaults to None, "not given": the preset supplies the value then.
+    """
+    defaults = TrainConfig()
+    for name in CONFIG_FIELDS:
+        field = TrainConfig.model_fields[name]
+        kind = field.annotation
+        options: dict[str, Any] = {}
+        if typing.get_origin(kind) is list:  # list[int]: space-separated values
+            item = typing.get_args(kind)[0]
+            # list[Annotated[int, Field(ge=...)]]: parse an int; pydantic checks the bounds
+            options.update(nargs="+", type=typing.get_args(item)[0] if typing.get_origin(item) is Annotated else item)
+        elif typing.get_origin(kind) is Literal:
+            options["choices"] = list(typing.get_args(kind))
+        elif kind in (int, float, str):
+            options["type"] = kind
+        else:  # a new kind of field: say so when the parser is built, not when a user runs it
+            raise TypeError(f"TrainConfig.{name}: no command-line flag for {kind}")
+        default = getattr(defaults, name)
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        help_text = f"{field.description} (default {shown})".replace("%", "%%")
+        parser.add_argument(f"--{name.replace('_', '-')}", help=help_text, **options)
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
@@ -41,20 +74,10 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     dev.add_argument("--dev-fraction", type=float, default=0.2, help="share of rows held out (default 0.2)")
     train_cmd.add_argument("--preset", choices=PRESETS, default="default",
                            help="'seed' reproduces the tutorial 784-10-10 network")
-    train_cmd.add_argument("--hidden", type=int, nargs="+", help="hidden layer widths, e.g. --hidden 256 128")
-    train_cmd.add_argument("--optimizer", choices=["gd", "sgd", "momentum", "adam"])
-    train_cmd.add_argument("--lr", type=float, help="initial learning rate")
-    train_cmd.add_argument("--lr-schedule", choices=["constant", "inverse", "cosine"])
-    train_cmd.add_argument("--lr-decay", type=float, help="decay for the inverse schedule")
-    train_cmd.add_argument("--momentum", type=float)
-    train_cmd.add_argument("--weight-decay", type=float, help="L2 penalty")
-    train_cmd.add_argument("--dropout", type=float)
-    train_cmd.add_argument("--epochs", type=int)
-    train_cmd.add_argument("--batch-size", type=int, help="0 = full batch")
-    train_cmd.add_argument("--augment-shift", type=int, help="random shift in pixels (0 = off)")
-    train_cmd.add_argument("--early-stopping", type=int, help="patience in epochs (0 = off)")
-    train_cmd.add_argument("--init", choices=["he", "uniform"])
-    train_cmd.add_argument("--seed", type=int)
+    train_cmd.add_argument("--class-names", metavar="fashion|digits|FILE",
+                           help="names of the classes in label order, written into the manifest: 'fashion' "
+                                "(Fashion-MNIST's), 'digits' ('0'..'9'), or a file (JSON list or one per line)")
+    add_config_flags(train_cmd)
 
     eval_cmd = commands.add_parser("evaluate", help="accuracy, loss, per-class metrics, confusion matrix")
     common(eval_cmd)
@@ -82,10 +105,6 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     return parser
 
 
-CONFIG_FIELDS = ("hidden", "optimizer", "lr", "lr_schedule", "lr_decay", "momentum", "weight_decay", "dropout",
-                 "epochs", "batch_size", "augment_shift", "early_stopping", "init", "seed")
-
-
 def _print_epoch(report: EpochReport) -> None:
     dev = (f"  dev loss {report.dev_loss:.4f} acc {report.dev_accuracy:.4f}"
            if report.dev_loss is not None else "")
@@ -101,12 +120,17 @@ def _print_epoch(report: EpochReport) -> None:
     sys.stderr.flush()
 
 
+def cmd_train_config(args: argparse.Namespace) -> TrainConfig:
+    """The preset's configuration with the flags that were given."""
+    return TrainConfig.for_preset(args.preset, **{name: getattr(args, name) for name in CONFIG_FIELDS})
+
+
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
-    overrides = {name: getattr(args, name) for name in CONFIG_FIELDS}
-    config = TrainConfig.for_preset(args.preset, **overrides)
+    config = cmd_train_config(args)
+    class_names = load_class_names(args.class_names) if args.class_names is not None else None
     registry = ModelRegistry(args.models_dir)
     published = train_and_publish(registry, args.model, args.data, config, args.dev_data, args.dev_fraction,
-                                  on_epoch=_print_epoch)
+                                  on_epoch=_print_epoch, class_names=class_names)
     summary = published.summary()
     metrics = summary["metrics"]
     print(f"published {published.name} version {published.version} at {published.path}: "
@@ -148,8 +172,7 @@ def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
 def describe_error(exc: Exception) -> str:
     """One line naming what was wrong; pydantic's multi-line report becomes 'field: problem; ...'."""
     if isinstance(exc, ValidationError):
-        problems = [f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()]
-        return "invalid training configuration: " + "; ".join(problems)
+        return "invalid training configuration: " + describe_validation(exc, whole="config")
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror or exc}"
     return str(exc)
@@ -163,7 +186,11 @@ def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except SettingsError as exc:  # one short line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     args = build_parser(settings).parse_args(argv)
     handler = {"train": cmd_train, "evaluate": cmd_evaluate, "models": cmd_models, "export": cmd_export}[args.command]
     try:

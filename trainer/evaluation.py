@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from core.datasets import N_CLASSES, Dataset
+from core.digits import N_CLASSES, Dataset
 from core.model import Model
 from core.network import cross_entropy
 

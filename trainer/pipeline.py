@@ -6,12 +6,14 @@ either carries the same manifest.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.class_names import check_class_names
 from core.datasets import Dataset, load_dataset
+from core.digits import N_CLASSES
 from core.registry import ModelRegistry
 from core.training_config import TrainConfig
 from trainer.training import EpochReport, TrainResult, train
@@ -41,7 +43,11 @@ def load_splits(data: str | Path, dev_data: str | Path | None, dev_fraction: flo
 def train_and_publish(registry: ModelRegistry, name: str, data: str | Path, config: TrainConfig,
                       dev_data: str | Path | None = None, dev_fraction: float = 0.2,
                       on_epoch: Callable[[EpochReport], None] | None = None,
-                      extra_manifest: dict[str, Any] | None = None) -> Published:
+                      extra_manifest: dict[str, Any] | None = None,
+                      class_names: Sequence[str] | None = None) -> Published:
+    """Train on ``data`` and publish the result; ``class_names`` (one per class, label order) go into
+    the manifest's top-level ``"class_names"``, checked before any training time is spent."""
+    names = check_class_names(class_names, N_CLASSES) if class_names is not None else None
     train_set, dev_set = load_splits(data, dev_data, dev_fraction)
     result = train(train_set, dev_set, config, on_epoch)
     manifest = {
@@ -55,6 +61,8 @@ def train_and_publish(registry: ModelRegistry, name: str, data: str | Path, conf
         "curve": result.curve,
         **(extra_manifest or {}),
     }
+    if names is not None:
+        manifest["class_names"] = names
     version = registry.publish_version(name, result.model.network, manifest, result.model.scaling)
     result.model.name, result.model.version = name, version
     return Published(name, version, registry.version_dir(name, version), result)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from core.datasets import N_CLASSES, N_PIXELS, Dataset
+from core.digits import N_CLASSES, N_PIXELS, Dataset
 from core.model import InputScaling, Model
 from core.network import Network, cross_entropy, softmax, softmax_cross_entropy_backward
 from core.optimizers import make_optimizer, scheduled_learning_rate
@@ -53,10 +53,11 @@ class TrainResult:
 _EVAL_ROWS = 2048
 
 
-def _scaled_loss_and_accuracy(network: Network, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on inputs already scaled, in row blocks."""
-    probabilities = np.concatenate([network.predict_proba(X[i:i + _EVAL_ROWS])
-                                    for i in range(0, max(len(X), 1), _EVAL_ROWS)])
+def _scaled_loss_and_accuracy(network: Network, X: np.ndarray, y: np.ndarray,
+                              rows: int = _EVAL_ROWS) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on inputs already scaled, in blocks of ``rows``."""
+    probabilities = np.concatenate([network.predict_proba(X[i:i + rows])
+                                    for i in range(0, max(len(X), 1), rows)])
     return cross_entropy(probabilities, y), float((probabilities.argmax(axis=1) == y).mean())
 
 
@@ -69,9 +70,14 @@ def train(train_set: Dataset, dev_set: Dataset | None, config: TrainConfig,
     started = time.perf_counter()
     scaling = InputScaling()
     rng = np.random.default_rng(config.seed)
-    network = Network.mlp([N_PIXELS, *config.hidden, N_CLASSES], dropout=config.dropout,
-                          init=config.init, seed=config.seed)
+    if config.arch == "cnn":
+        network = Network.cnn(config.channels, 3, config.hidden, dropout=config.dropout, init=config.init,
+                              seed=config.seed)
+    else:
+        network = Network.mlp([N_PIXELS, *config.hidden, N_CLASSES], dropout=config.dropout,
+                              init=config.init, seed=config.seed)
     model = Model(network, scaling)
+    eval_rows = min(_EVAL_ROWS, model.max_rows_per_pass)
     optimizer = make_optimizer(config.optimizer, config.lr, config.weight_decay, config.momentum)
 
     # Scale once up front (float32), so every epoch only shifts and slices.
@@ -107,11 +113,11 @@ def train(train_set: Dataset, dev_set: Dataset | None, config: TrainConfig,
             loss_sum += cross_entropy(probabilities, labels) * len(labels)
             correct += float((probabilities.argmax(axis=1) == labels).sum())
             network.backward(softmax_cross_entropy_backward(probabilities, labels), input_gradient=False)
-            optimizer.step(network.dense_layers)
+            optimizer.step(network.trainable_layers)
             step += 1
         dev_loss = dev_accuracy = None
         if dev_set is not None and dev_set.y is not None:
-            dev_loss, dev_accuracy = _scaled_loss_and_accuracy(network, X_dev, dev_set.y)
+            dev_loss, dev_accuracy = _scaled_loss_and_accuracy(network, X_dev, dev_set.y, eval_rows)
         report = EpochReport(epoch, config.epochs, loss_sum / n, correct / n, dev_loss, dev_accuracy,
                              optimizer.learning_rate, time.perf_counter() - epoch_start)
         curve.append(report.as_dict())
@@ -127,21 +133,15 @@ def train(train_set: Dataset, dev_set: Dataset | None, config: TrainConfig,
 
     best_epoch = len(curve)
     if config.early_stopping and best[1]:
-        _restore_arrays(network, best[2])
+        network.load_arrays(best[2])
         best_epoch = best[1]
     metrics: dict[str, float] = {}
     # Training accuracy on the un-augmented data with dropout off: what the model really fits.
-    metrics["train_loss"], metrics["train_accuracy"] = _scaled_loss_and_accuracy(network, X, y)
+    metrics["train_loss"], metrics["train_accuracy"] = _scaled_loss_and_accuracy(network, X, y, eval_rows)
     if dev_set is not None and dev_set.y is not None:
-        metrics["dev_loss"], metrics["dev_accuracy"] = _scaled_loss_and_accuracy(network, X_dev, dev_set.y)
+        metrics["dev_loss"], metrics["dev_accuracy"] = _scaled_loss_and_accuracy(network, X_dev, dev_set.y, eval_rows)
     return TrainResult(model, curve, best_epoch, metrics, time.perf_counter() - started)
 
 
 def _copy_arrays(network: Network) -> dict[str, np.ndarray]:
     return {key: value.copy() for key, value in network.arrays().items()}
-
-
-def _restore_arrays(network: Network, arrays: dict[str, np.ndarray]) -> None:
-    for i, layer in enumerate(network.dense_layers):
-        layer.weights[...] = arrays[f"dense{i}_weights"]
-        layer.biases[...] = arrays[f"dense{i}_biases"]
