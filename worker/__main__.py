@@ -8,18 +8,29 @@ SIGTERM is RQ's warm shutdown: the job in hand finishes, then the worker exits.
 
 from __future__ import annotations
 
-import argparse
-import itertools
-import logging
-import signal
-import time
+import os
 
-import redis
+# One BLAS thread per worker process, set before numpy loads OpenBLAS (as deploy/gunicorn.conf.py
+# does for the API). A second BLAS thread made a scoring job keep 1.8 cores busy for no speed at all
+# (1,000,000 rows: 26.6 s of scoring either way), so a second worker had no core left; with one,
+# 2 workers score 1.82x the rows/s of 1 (bench/README.md, "Sharded scoring"). An operator who runs
+# one worker per host for long retrains may set OPENBLAS_NUM_THREADS higher: it is only a default.
+for _blas in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_blas, "1")
 
-from core.jobs import QUEUES
-from core.settings import Settings
-from worker.context import WorkerContext, set_context
-from worker.runner import JobWorker
+import argparse  # noqa: E402
+import itertools  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import redis  # noqa: E402
+
+from core.jobs import QUEUES  # noqa: E402
+from core.settings import Settings, SettingsError  # noqa: E402
+from worker.context import WorkerContext, set_context  # noqa: E402
+from worker.runner import JobWorker  # noqa: E402
 
 log = logging.getLogger("worker")
 
@@ -32,13 +43,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     args = parser.parse_args(argv)
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except SettingsError as exc:  # one short line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     context = WorkerContext.from_settings(settings)
     set_context(context)
+    _import_job_modules()
     settings.jobs_dir.mkdir(parents=True, exist_ok=True)
     _run_until_stopped(args.queues, args.name, args.burst, context)
     return 0
+
+
+def _import_job_modules() -> None:
+    """Import the job functions' modules (pandas's CSV reader among them) once, here: every job runs
+    in a freshly forked work horse, which would otherwise import them again for each job (about
+    half a second each, a cost that counts for the many short jobs of a sharded scoring job)."""
+    import worker.retraining
+    import worker.scoring
+    import worker.shards  # noqa: F401
 
 
 def _run_until_stopped(queues: list[str], name: str | None, burst: bool, context: WorkerContext) -> None:

@@ -1,4 +1,4 @@
-"""Per-process worker state: settings, registry, the shared ``Predictor`` and the Redis link.
+"""Per-process worker state: settings, registry, the shared ``ModelSet`` (a ``Predictor`` per model) and Redis.
 
 Built once when ``python -m worker`` starts; RQ forks a work horse per job, and the horse
 inherits this state, including any model the parent already loaded, so a job never loads
@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 import redis
 
 from core.registry import ModelRegistry
-from core.serving import Predictor
+from core.serving import ModelSet
 from core.settings import Settings
 
 
 @dataclass
 class WorkerContext:
     settings: Settings
-    predictor: Predictor
+    predictor: ModelSet  # every served model's Predictor; ``get(version, alias, model)``
     redis: redis.Redis = field(repr=False)
 
     @property
@@ -28,7 +28,7 @@ class WorkerContext:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerContext:
-        predictor = Predictor.from_settings(settings)
+        predictor = ModelSet.from_settings(settings)
         return cls(settings, predictor, redis.Redis.from_url(settings.redis_url))
 
 

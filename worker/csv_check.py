@@ -10,7 +10,7 @@ import csv
 import itertools
 from pathlib import Path
 
-from core.datasets import N_CLASSES
+from core.digits import N_CLASSES
 
 
 def _cell_problem(value: str, is_label: bool) -> str | None:

@@ -1,7 +1,8 @@
 """Progress, cancellation and clean failures for a running job, all through ``job.meta``.
 
 The API reads ``progress`` (0..1), ``stage`` and the job's figures from the meta; it sets a
-separate cancel flag that a job checks between chunks or epochs.
+separate cancel flag that a job checks between chunks or epochs. In a worker, meta writes go
+through the job's fence: an execution that no longer owns its job stops at its next update.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import redis
 from rq.job import Job, get_current_job
 
 from core.jobs import cancel_key
+from worker.fence import current_fence
 
 
 class JobFailed(Exception):
@@ -36,7 +38,11 @@ class JobReporter:
         if stage is not None:
             self.job.meta["stage"] = stage
         self.job.meta.update(fields)
-        self.job.save_meta()
+        fence = current_fence()
+        if fence is not None:
+            fence.save_meta(self.job)  # raises ExecutionFenced when another execution owns the job
+        else:
+            self.job.save_meta()
 
     def canceled(self) -> bool:
         return bool(self.connection.exists(cancel_key(self.job_id)))

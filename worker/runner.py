@@ -4,10 +4,14 @@
   without a heartbeat. ``get_heartbeat_ttl`` replaces that fixed minute with a configured
   grace, so a job whose worker was SIGKILLed is found by another worker's maintenance
   (``StartedJobRegistry.cleanup``) within seconds and retried through its ``Retry``.
+- One execution at a time (``worker.exclusive``): the work horse dies with the worker's main
+  process, takes the job's fencing lock before running it, and skips a job that already has a
+  final status; the final status is claimed once; a job's upload is deleted when it ends.
 - Maintenance: an idle worker also deletes uploads and results older than the retention.
-- Models: before forking the work horse, the parent resolves the model a scoring job asks
-  for, so the horse inherits it loaded; the parent's ``Predictor`` swaps versions when the
-  registry changes, and no job loads weights the process already holds.
+- Models: before forking the work horse, the parent resolves the model the job's typed
+  payload names (``worker.payloads.payload_of``), so the horse inherits it loaded; the
+  parent's ``Predictor`` swaps versions when the registry changes, and no job loads weights
+  the process already holds.
 """
 
 from __future__ import annotations
@@ -16,17 +20,19 @@ import contextlib
 import logging
 from typing import Any
 
-from rq import Queue, Worker
+from rq import Queue
 from rq.job import Job
 
-from core.jobs import SCORE_FUNCTION, expire_job_dirs
+from core.jobs import expire_job_dirs
 from core.registry import RegistryError
 from worker.context import WorkerContext
+from worker.exclusive import ExclusiveWorker
+from worker.payloads import payload_of
 
 log = logging.getLogger(__name__)
 
 
-class JobWorker(Worker):
+class JobWorker(ExclusiveWorker):
     def __init__(self, *args: Any, context: WorkerContext, **kwargs: Any) -> None:
         settings = context.settings
         kwargs.setdefault("job_monitoring_interval", settings.job_monitoring_interval)
@@ -49,11 +55,13 @@ class JobWorker(Worker):
         removed = expire_job_dirs(settings.jobs_dir, settings.job_retention_seconds)
         if removed:
             log.info("removed %d expired job directories", len(removed))
+        self.close_abandoned_failures()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        # A scoring job's model, or production (which retraining compares against); a bad
+        # The model the job's payload names: a scoring job's version or alias, production for
+        # retraining (which compares against it) and for a job this release cannot read. A bad
         # version is not an error here: the job itself reports it under its own id.
-        wanted = job.kwargs if job.func_name == SCORE_FUNCTION else {}
+        payload = payload_of(job)
         with contextlib.suppress(RegistryError):
-            self.context.predictor.get(wanted.get("version"), wanted.get("alias"))
+            self.context.predictor.get(*(payload.model_target() if payload is not None else (None, None)))
         super().execute_job(job, queue)
