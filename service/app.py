@@ -3,27 +3,37 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from flask import Flask, request
 
 from core.settings import Settings
-from service import health, jobs_api, metrics, models_api, openapi, v1, v2
-from service.errors import ApiError, register_error_handlers
-from service.state import STATE_KEY, ServiceState, get_state
+from service import console, evaluation, health, metrics, models_api, openapi, v1, v2
+from service.errors import register_error_handlers
+from service.jobs import api as jobs_api
+from service.routing import CONVERTERS
+from service.service_error import ServiceError
+from service.state import STATE_KEY, ServiceState
 
 
-def _limit_body_size() -> None:
-    """413 from the Content-Length header alone, before a byte of the body is read or parsed.
+def _body_size_limit(settings: Settings) -> Callable[[], None]:
+    """A hook: 413 from the Content-Length header alone, before a byte of the body is read or parsed.
 
     Job uploads (CSV files, datasets) have their own, larger limit; everything else is held to
-    ``MAX_BODY_BYTES``. Werkzeug enforces the same limit while reading chunked bodies.
+    ``MAX_BODY_BYTES``. Werkzeug enforces the same limit while reading chunked bodies. The limits
+    are read once here, not looked up on every request.
     """
-    settings = get_state().settings
-    limit = settings.max_upload_bytes if request.blueprint == jobs_api.blueprint.name else settings.max_body_bytes
-    request.max_content_length = limit
-    length = request.content_length
-    if length is not None and length > limit:
-        raise ApiError(413, f"request body of {length} bytes is larger than the limit of {limit} bytes")
+    uploads, bodies, jobs = settings.max_upload_bytes, settings.max_body_bytes, jobs_api.blueprint.name
+
+    def limit_body_size() -> None:
+        req = request._get_current_object()  # one context lookup instead of one per attribute
+        limit = uploads if req.blueprint == jobs else bodies
+        req.max_content_length = limit
+        length = req.content_length
+        if length is not None and length > limit:
+            raise ServiceError(413, f"request body of {length} bytes is larger than the limit of {limit} bytes")
+
+    return limit_body_size
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -32,11 +42,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
+    app.url_map.converters.update(CONVERTERS)  # before the blueprints: their rules name these converters
     app.extensions[STATE_KEY] = ServiceState.from_settings(settings)
     register_error_handlers(app)
     metrics.install(app)  # first: its timer must start before the other hooks run
-    app.before_request(_limit_body_size)
+    app.before_request(_body_size_limit(settings))
     for blueprint in (health.blueprint, v1.blueprint, v2.blueprint, models_api.blueprint, metrics.blueprint,
-                      openapi.blueprint, jobs_api.blueprint):
+                      openapi.blueprint, jobs_api.blueprint, evaluation.blueprint, console.blueprint):
         app.register_blueprint(blueprint)
     return app

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from flask import Blueprint, request
 
-from service.errors import ApiError
+from service.service_error import ServiceError
 from service.state import get_state
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -26,13 +26,13 @@ def check_api_key(always: bool) -> None:
     if not always and not settings.require_key_for_all:
         return
     if not settings.api_key:
-        raise ApiError(403, "this endpoint is disabled: the server has no API_KEY configured")
+        raise ServiceError(403, "this endpoint is disabled: the server has no API_KEY configured")
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "missing 'Authorization: Bearer <API_KEY>' header")
+        raise ServiceError(401, "missing 'Authorization: Bearer <API_KEY>' header")
     if not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
-        raise ApiError(403, "invalid API key")
+        raise ServiceError(403, "invalid API key")
 
 
 def require_api_key(always: bool = True) -> Callable[[F], F]:

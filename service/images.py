@@ -5,7 +5,8 @@ ratio, anti-aliased) and placing it in a 28x28 field so its centre of mass sits 
 middle, as light ink on black. A photo of a pen digit on paper is the opposite polarity, has
 uneven lighting, sensor noise and lots of empty margin, so we:
 
-1. decode (honouring the EXIF rotation of phone photos) and flatten alpha onto white;
+1. decode (honouring the EXIF rotation of phone photos) and flatten alpha onto white, within
+   a memory budget (``service.image_decode``);
 2. make the ink bright: invert when the border (the paper) is lighter than mid-grey;
 3. on photo-sized images, subtract a smooth quadratic fitted to the background (robustly, with
    the ink excluded) so a lighting gradient does not turn into "ink", then median-filter specks;
@@ -15,65 +16,24 @@ uneven lighting, sensor noise and lots of empty margin, so we:
 
 from __future__ import annotations
 
-import io
-import warnings
-from dataclasses import dataclass
-
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter
 
-MAX_IMAGE_PIXELS = 4096 * 4096  # default; refuse decompression bombs before decoding them
-# Only the formats we document and test: Pillow would otherwise also open EPS (through
-# Ghostscript), TIFF, ICO, PSD... each a parser more exposed to hostile input.
-FORMATS = ("PNG", "JPEG")
-WORK_SIDE = 512  # photos are reduced to this before analysis: plenty for a 20x20 result
+from service.image_decode import (
+    MAX_IMAGE_DECODED_BYTES,
+    MAX_IMAGE_PIXELS,
+    ImageBudget,
+    ImageBusy,
+    ImageError,
+    ImageTooLarge,
+    decode_image,
+)
+
+__all__ = ["MAX_IMAGE_DECODED_BYTES", "MAX_IMAGE_PIXELS", "ImageBudget", "ImageBusy", "ImageError", "ImageTooLarge",
+           "decode_image", "image_to_pixels", "to_mnist"]
+
 PHOTO_SIDE = 56  # below this an image is treated as already digit-sized (no lighting fit)
 BOX, FIELD = 20, 28
-
-
-class ImageError(ValueError):
-    """The bytes are not a usable digit image; the message says why."""
-
-
-class ImageTooLarge(ImageError):
-    """The image is valid but has more pixels than this server decodes (an HTTP 413)."""
-
-
-@dataclass(frozen=True)
-class ImageBudget:
-    """How many images one request may carry and how large each may be."""
-
-    max_images: int = 256
-    max_pixels: int = MAX_IMAGE_PIXELS
-
-
-def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """PNG or JPEG bytes -> 8-bit grayscale PIL image, alpha composited onto white."""
-    if not data:
-        raise ImageError("empty image")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=FORMATS)
-            # Judged from the header, before a pixel is decoded.
-            if image.width * image.height > max_pixels:
-                raise ImageTooLarge(f"image of {image.width}x{image.height} pixels is too large "
-                                    f"(at most {max_pixels:,} pixels, MAX_IMAGE_PIXELS)")
-            image = ImageOps.exif_transpose(image)
-            image.load()
-    except ImageError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"not a readable PNG or JPEG image ({exc})") from None
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba)
-    gray = image.convert("L")
-    if max(gray.size) > WORK_SIDE:
-        gray.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
-    return gray
 
 
 def _border(values: np.ndarray) -> np.ndarray:
@@ -108,7 +68,12 @@ def _background_surface(ink: np.ndarray) -> np.ndarray:
         keep = residual < max(3.0 * spread, 0.02)
         if keep.sum() < 6:
             break
-    return (design(height, width) @ coef).reshape(height, width).astype(np.float32)
+    # Evaluated by broadcasting a column against a row: the full-size design matrix would be six
+    # float64 values per pixel (12 MiB at 512x512) for a result of one float32 per pixel.
+    y, x = np.linspace(-1, 1, height)[:, None], np.linspace(-1, 1, width)[None, :]
+    c0, cx, cy, cxx, cxy, cyy = coef
+    surface = (c0 + cy * y + cyy * y * y) + x * (cx + cxy * y) + cxx * x * x
+    return surface.astype(np.float32)
 
 
 def _otsu(values: np.ndarray) -> float:
@@ -166,6 +131,6 @@ def _centre_by_mass(boxed: np.ndarray) -> np.ndarray:
     return field
 
 
-def image_to_pixels(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+def image_to_pixels(data: bytes, budget: ImageBudget | None = None) -> np.ndarray:
     """Encoded image bytes -> float32 (784,) in 0..255; raises ``ImageError`` with the reason."""
-    return to_mnist(decode_image(data, max_pixels))
+    return to_mnist(decode_image(data, budget))

@@ -1,9 +1,12 @@
-"""V1 ``instances`` -> one float32 array (n, 784), with errors that name the instance and pixel.
+"""V1 ``instances`` and uploaded images -> one float32 array (n, 784), with errors that name the
+instance and pixel (Flask-free ``ServiceError``s).
 
-Pydantic checks the envelope; the numbers themselves are checked vectorised in numpy (shape
-once, finiteness and range once for the whole batch), because validating 784,000 Python
-numbers one by one would cost more than the forward pass. Only when something is wrong do we
-walk the offending rows to say exactly where.
+A V1 body of plain rows never becomes Python numbers at all: ``service.json_pixels`` parses it
+with numpy straight from the text. Every other body takes the general path here: pydantic checks
+the envelope; the numbers themselves are checked vectorised in numpy (shape once, finiteness and
+range once for the whole batch), because validating 784,000 Python numbers one by one would cost
+more than the forward pass. Only when something is wrong do we walk the offending rows to say
+exactly where.
 """
 
 from __future__ import annotations
@@ -12,32 +15,54 @@ import base64
 import binascii
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from core.datasets import N_PIXELS
-from service.errors import ApiError
-from service.images import ImageBudget, ImageError, ImageTooLarge, image_to_pixels
-from service.jsonio import type_name
+from core.digits import N_PIXELS
+from service.images import ImageBudget, ImageError, image_to_pixels
+from service.json_decode import parse_json, type_name, validate
+from service.json_pixels import fast_pixels
+from service.schemas import PredictRequest
+from service.service_error import ServiceError, in_context
 
 SIDE = 28
+# Below about two rows of text the numpy passes of the fast path cost more than orjson and one
+# np.array (a one-digit body: 0.08 ms against 0.05; crossing near 3.6 KB, 2 rows); above it they
+# win more with every row (8 rows: 0.14 against 0.29 ms; bench figures in bench/README.md).
+FAST_PATH_MIN_BYTES = 4096
 SHAPE_HINT = f"expected {N_PIXELS} values or {SIDE}x{SIDE}"
 
 
 def check_count(n: int, max_instances: int, field: str = "instances") -> None:
     if n == 0:
-        raise ApiError(422, f"{field}: empty list, expected at least one instance")
+        raise ServiceError(422, f"{field}: empty list, expected at least one instance")
     if n > max_instances:
-        raise ApiError(422, f"{field}: {n} instances, at most {max_instances} per request")
+        raise ServiceError(422, f"{field}: {n} instances, at most {max_instances} per request")
 
 
 def check_image_count(indices: Sequence[int], budget: ImageBudget, field: str) -> None:
     """413 when a request carries more images than ``MAX_IMAGES_PER_REQUEST``, naming the first extra one."""
     if len(indices) > budget.max_images:
-        raise ApiError(413, f"{field}[{indices[budget.max_images]}]: image {budget.max_images + 1} of "
-                            f"{len(indices)}; at most {budget.max_images} images per request "
-                            "(MAX_IMAGES_PER_REQUEST), send the rest in another request")
+        raise ServiceError(413, f"{field}[{indices[budget.max_images]}]: image {budget.max_images + 1} of "
+                                f"{len(indices)}; at most {budget.max_images} images per request "
+                                "(MAX_IMAGES_PER_REQUEST), send the rest in another request")
+
+
+def predict_body_to_pixels(raw: bytes, max_instances: int, budget: ImageBudget | None = None) -> np.ndarray:
+    """A V1 ``predict`` body -> (n, 784) float32.
+
+    Plain rows of 784 numbers in a body of ``FAST_PATH_MIN_BYTES`` or more take ``service.json_pixels``
+    (numbers parsed by numpy straight from the text); anything else, and every body with an error,
+    takes the general path: orjson, the pydantic envelope, then ``instances_to_pixels``, which also
+    words every error message.
+    """
+    if len(raw) >= FAST_PATH_MIN_BYTES:
+        pixels = fast_pixels(raw, max_instances)
+        if pixels is not None:
+            return pixels
+    body = validate(PredictRequest, parse_json(raw))
+    return instances_to_pixels(body.instances, max_instances, budget)
 
 
 def instances_to_pixels(instances: list[Any], max_instances: int, budget: ImageBudget | None = None) -> np.ndarray:
@@ -54,12 +79,12 @@ def instances_to_pixels(instances: list[Any], max_instances: int, budget: ImageB
             elif len(instance) == SIDE:
                 nested.append(i)
             else:
-                raise ApiError(422, f"instances[{i}]: {SHAPE_HINT}, got {len(instance)}")
+                raise ServiceError(422, f"instances[{i}]: {SHAPE_HINT}, got {len(instance)}")
         elif type(instance) is dict:
             images.append(i)
         else:
-            raise ApiError(422, f"instances[{i}]: expected an array of {N_PIXELS} numbers, a {SIDE}x{SIDE} array "
-                                f"or {{\"b64\": \"<base64 image>\"}}, got {type_name(instance)}")
+            raise ServiceError(422, f"instances[{i}]: expected an array of {N_PIXELS} numbers, a {SIDE}x{SIDE} array "
+                                    f"or {{\"b64\": \"<base64 image>\"}}, got {type_name(instance)}")
     check_image_count(images, budget, "instances")
     pixels = np.empty((len(instances), N_PIXELS), dtype=np.float32)
     if flat:
@@ -68,7 +93,7 @@ def instances_to_pixels(instances: list[Any], max_instances: int, budget: ImageB
     if nested:
         pixels[nested] = numeric_rows([_flatten_28x28(instances[i], i) for i in nested], nested, nested=True)
     for i in images:
-        pixels[i] = _decode_b64(instances[i], i, budget.max_pixels)
+        pixels[i] = _decode_b64(instances[i], i, budget)
     return pixels
 
 
@@ -76,25 +101,47 @@ def _flatten_28x28(instance: list[Any], index: int) -> list[Any]:
     for r, row in enumerate(instance):
         if type(row) is not list or len(row) != SIDE:
             got = f"{len(row)} values" if type(row) is list else type_name(row)
-            raise ApiError(422, f"instances[{index}][{r}]: {SHAPE_HINT}: row {r} must hold {SIDE} numbers, got {got}")
+            raise ServiceError(422, f"instances[{index}][{r}]: {SHAPE_HINT}: row {r} must hold {SIDE} numbers, "
+                                    f"got {got}")
     return list(itertools.chain.from_iterable(instance))
 
 
-def _decode_b64(instance: dict[str, Any], index: int, max_pixels: int) -> np.ndarray:
+def _decode_b64(instance: dict[str, Any], index: int, budget: ImageBudget) -> np.ndarray:
     encoded = instance.get("b64")
     if set(instance) != {"b64"} or not isinstance(encoded, str):
-        raise ApiError(422, f"instances[{index}]: an object instance must be {{\"b64\": \"<base64 PNG or JPEG>\"}}, "
-                            f"got keys {sorted(instance)}")
+        raise ServiceError(422, f"instances[{index}]: an object instance must be "
+                                f"{{\"b64\": \"<base64 PNG or JPEG>\"}}, got keys {sorted(instance)}")
     try:
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ApiError(422, f"instances[{index}].b64: invalid base64 ({exc})") from None
+        raise ServiceError(422, f"instances[{index}].b64: invalid base64 ({exc})") from None
     try:
-        return image_to_pixels(data, max_pixels)
-    except ImageTooLarge as exc:
-        raise ApiError(413, f"instances[{index}].b64: {exc}") from None
-    except ImageError as exc:
-        raise ApiError(422, f"instances[{index}].b64: {exc}") from None
+        return image_to_pixels(data, budget)
+    except ImageError as exc:  # 413 too large, 503 decoding budget busy, 422 otherwise
+        raise in_context(exc, f"instances[{index}].b64") from None
+
+
+class Upload(Protocol):
+    """An uploaded file as Werkzeug's ``FileStorage`` offers it: a client filename and its bytes."""
+
+    filename: str | None
+
+    def read(self) -> bytes: ...
+
+
+def uploads_to_pixels(uploads: Sequence[Upload], max_instances: int, budget: ImageBudget) -> np.ndarray:
+    """Uploaded images (multipart ``file`` fields) -> (n, 784), each read only when its turn comes."""
+    if not uploads:
+        raise ServiceError(422, "file: no file uploaded (send one or more multipart fields named 'file')")
+    check_count(len(uploads), max_instances, field="file")
+    check_image_count(range(len(uploads)), budget, "file")
+    pixels = np.empty((len(uploads), N_PIXELS), dtype=np.float32)
+    for i, upload in enumerate(uploads):
+        try:
+            pixels[i] = image_to_pixels(upload.read(), budget)
+        except ImageError as exc:
+            raise in_context(exc, f"file[{i}] ({upload.filename or 'unnamed'})") from None
+    return pixels
 
 
 def numeric_rows(rows: Sequence[list[Any]], indices: Sequence[int], nested: bool, field: str = "instances"
@@ -116,19 +163,19 @@ def check_pixel_values(array: np.ndarray, indices: Sequence[int], nested: bool =
     """Finite and within 0..255, checked for the whole (n, 784) batch at once."""
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         row, col = np.argwhere(~np.isfinite(array))[0]
-        raise ApiError(422, f"{_where(field, indices[row], col, nested)}: {array[row, col]} is not a finite number")
+        raise ServiceError(422, f"{_where(field, indices[row], col, nested)}: {array[row, col]} is not a finite number")
     if array.dtype.kind != "u" and (array.min() < 0 or array.max() > 255):
         row, col = np.argwhere((array < 0) | (array > 255))[0]
-        raise ApiError(422, f"{_where(field, indices[row], col, nested)}: pixel value {array[row, col]:g} "
-                            "is outside 0..255")
+        raise ServiceError(422, f"{_where(field, indices[row], col, nested)}: pixel value {array[row, col]:g} "
+                                "is outside 0..255")
 
 
 def _raise_first_non_number(rows: Sequence[list[Any]], indices: Sequence[int], nested: bool, field: str) -> None:
     for row, values in enumerate(rows):
         for col, value in enumerate(values):
             if type(value) not in (int, float):
-                raise ApiError(422, f"{_where(field, indices[row], col, nested)}: expected a number, "
-                                    f"got {type_name(value)}")
+                raise ServiceError(422, f"{_where(field, indices[row], col, nested)}: expected a number, "
+                                        f"got {type_name(value)}")
 
 
 def _where(field: str, index: int, col: int, nested: bool) -> str:

@@ -1,18 +1,18 @@
-"""Model management: list versions and aliases, read a manifest, promote or roll back an alias."""
+"""Model management: list the served models, list versions and aliases, read a manifest, promote or
+roll back an alias (each model's aliases are its own)."""
 
 from __future__ import annotations
 
 import contextlib
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from core.registry import ModelRegistry, NoModelPublished, RegistryError, check_alias
 from service.auth import guard_blueprint, require_api_key
-from service.errors import ApiError
 from service.jsonio import json_response, parse_json, read_body, require_json_content_type, validate
 from service.schemas import AliasUpdate
 from service.state import get_state
-from service.targets import check_model_name, parse_version
+from service.targets import check_model_name, parse_version, predictor_of
 
 blueprint = Blueprint("models", __name__)
 guard_blueprint(blueprint)
@@ -37,13 +37,34 @@ def _version_status(version: int, load_errors: dict[int, str]) -> dict[str, obje
     return {"version": str(version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
 
 
-@blueprint.get("/v1/models/<name>")
-def model_info(name: str) -> Response:
-    if ":" in name:  # GET on a ":predict" URL lands here, since <name> may contain ':'
-        raise ApiError(405, f"{request.path} accepts POST only", headers={"Allow": "POST"})
-    check_model_name(name)
+@blueprint.get("/v1/models")
+def list_models() -> Response:
+    """Every served model: its versions, aliases and the production version (from the registry, so
+    listing never loads weights); ``default`` is the model requests and jobs use when they name none."""
     state = get_state()
-    registry, predictor = state.registry, state.predictor
+    registry = state.registry
+    models = []
+    # A fresh listing, not the per-process cache: each gunicorn worker caches its own, and a client
+    # that has just been answered by a model another worker discovered must find it listed here.
+    for name in state.models.names(refresh=True):
+        aliases = registry.aliases(name)
+        try:
+            production: int | None = registry.resolve(name)
+        except RegistryError:  # nothing published yet, or an alias to a vanished version
+            production = None
+        names = None
+        if production is not None:
+            with contextlib.suppress(RegistryError):
+                names = registry.manifest(name, production).get("class_names")
+        models.append({"name": name, "production_version": production, "aliases": aliases,
+                       "versions": registry.versions(name), "class_names": names})
+    return json_response({"default": state.models.default, "models": models})
+
+
+@blueprint.get("/v1/models/<model:name>")
+def model_info(name: str) -> Response:
+    predictor = predictor_of(name)
+    registry = get_state().registry
     with contextlib.suppress(RegistryError):
         predictor.get()  # notice a changed production now, so serving_version and error are current
     versions = registry.versions(name)
@@ -64,13 +85,13 @@ def model_info(name: str) -> Response:
     })
 
 
-@blueprint.get("/v1/models/<name>/versions/<version>")
+@blueprint.get("/v1/models/<model:name>/versions/<version:version>")
 def version_manifest(name: str, version: str) -> Response:
     check_model_name(name)
     return json_response(get_state().registry.manifest(name, parse_version(version)))
 
 
-@blueprint.put("/v1/models/<name>/aliases/<alias>")
+@blueprint.put("/v1/models/<model:name>/aliases/<alias:alias>")
 @require_api_key(always=True)
 def set_alias(name: str, alias: str) -> Response:
     """Point an alias (``production``, ``staging``, ...) at an existing version: promote or roll back."""

@@ -1,103 +1,161 @@
-"""``/openapi.json`` generated from the pydantic schemas, and the browsable page at ``/``."""
+"""``/openapi.json`` built from the app's own routes (the console at ``/`` lists them too).
+
+Paths, methods and path parameters come from ``app.url_map`` (each rule, its methods less the
+HEAD and OPTIONS Flask adds, its converters' JSON Schemas), so the document cannot list a route
+the server lacks or miss one it has. What each operation takes and answers comes from
+``service.openapi_docs`` and the pydantic schemas. Settings shape the document too: the one
+model names served, ``MAX_INSTANCES``, ``MAX_EXPLAIN_INSTANCES``, and which operations need the Bearer key.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import copy
+import re
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Flask, Response, current_app
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from werkzeug.routing import Rule
 
+from core.settings import Settings
+from core.training_config import TrainConfig
+from core.version import VERSION
 from service import schemas as s
 from service.jsonio import json_response
+from service.openapi_docs import DATASET_NAME, DOCS, TRAIN_FIELDS, Doc, ref
 from service.state import get_state
 
 blueprint = Blueprint("openapi", __name__)
-_PAGE = Path(__file__).with_name("templates") / "index.html"
 _SCHEMAS: list[type[BaseModel]] = [
-    s.PredictRequest, s.PredictResponse, s.AliasUpdate, s.AliasResponse, s.ModelInfo, s.ErrorResponse,
-    s.V2InferRequest, s.V2InferResponse, s.V2ModelMetadata, s.V2ServerMetadata,
+    s.PredictRequest, s.PredictResponse, s.ExplainRequest, s.ExplainResponse,
+    s.AliasUpdate, s.AliasResponse, s.ModelInfo, s.ModelList, s.ErrorResponse, s.V2ModelIndex,
+    s.V2InferRequest, s.V2InferResponse, s.V2ModelMetadata, s.V2ServerMetadata, s.V2Live, s.V2Ready,
+    s.V2ModelReady, s.JobAccepted, s.JobStatus, s.JobList, TrainConfig,
 ]
-_V = "/versions/{version}"
-# (method, path, summary, request schema, response schema)
-ENDPOINTS: list[tuple[str, str, str, str | None, str | None]] = [
-    ("post", "/v1/models/{model}:predict", "V1 predict with the production model", "PredictRequest",
-     "PredictResponse"),
-    ("post", f"/v1/models/{{model}}{_V}:predict", "V1 predict with one version", "PredictRequest",
-     "PredictResponse"),
-    ("post", "/v1/models/{model}/labels/{alias}:predict", "V1 predict with an aliased version", "PredictRequest",
-     "PredictResponse"),
-    ("post", "/v1/models/{model}:predict_image", "Predict uploaded images (multipart field 'file', repeatable)",
-     "multipart", "PredictResponse"),
-    ("post", f"/v1/models/{{model}}{_V}:predict_image", "Predict uploaded images with one version", "multipart",
-     "PredictResponse"),
-    ("post", "/v1/models/{model}/labels/{alias}:predict_image", "Predict uploaded images with an alias",
-     "multipart", "PredictResponse"),
-    ("get", "/v1/models/{model}", "Versions, aliases, metrics and creation times", None, "ModelInfo"),
-    ("get", f"/v1/models/{{model}}{_V}", "A version's manifest", None, None),
-    ("put", "/v1/models/{model}/aliases/{alias}", "Promote or roll back (Bearer API key)", "AliasUpdate",
-     "AliasResponse"),
-    ("get", "/v2", "V2 server metadata", None, "V2ServerMetadata"),
-    ("get", "/v2/health/live", "V2 liveness", None, None),
-    ("get", "/v2/health/ready", "V2 readiness", None, None),
-    ("get", "/v2/models/{model}", "V2 model metadata", None, "V2ModelMetadata"),
-    ("get", f"/v2/models/{{model}}{_V}", "V2 model version metadata", None, "V2ModelMetadata"),
-    ("get", "/v2/models/{model}/ready", "V2 model readiness", None, None),
-    ("get", f"/v2/models/{{model}}{_V}/ready", "V2 model version readiness", None, None),
-    ("post", "/v2/models/{model}/infer", "V2 inference (JSON or binary tensor extension)", "V2InferRequest",
-     "V2InferResponse"),
-    ("post", f"/v2/models/{{model}}{_V}/infer", "V2 inference with one version", "V2InferRequest",
-     "V2InferResponse"),
-    ("get", "/healthz", "Liveness", None, None),
-    ("get", "/readyz", "Readiness: model loaded, Redis answers", None, None),
-    ("get", "/metrics", "Prometheus metrics (all workers)", None, None),
-    ("get", "/openapi.json", "This document", None, None),
-]
+_IMPLICIT_METHODS = {"HEAD", "OPTIONS"}
+_ARGUMENT = re.compile(r"<(?:([^<>:]+):)?([^<>]+)>")
+ERROR_STATUSES = {400: "bad request (malformed body or parameter)", 401: "missing Bearer API key",
+                  403: "wrong API key, or the server has no API_KEY for this endpoint", 404: "not found",
+                  409: "conflict with the current state", 413: "body or upload over a size limit",
+                  415: "unsupported Content-Type", 422: "the request is well formed but its values are not",
+                  503: "not ready (no model, Redis unavailable)", 507: "not enough disk space for the upload"}
+UNDOCUMENTED = "Undocumented endpoint"
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+def _key_required(auth: str, settings: Settings) -> str:
+    """'yes', 'no' or 'optional' (per job) under these settings."""
+    guarded = settings.require_key_for_all or settings.require_key_for_jobs
+    if auth == "always" or (auth in ("guarded", "per_job") and guarded):
+        return "yes"
+    return "optional" if auth == "per_job" else "no"
 
 
-def build_openapi(model_name: str) -> dict[str, Any]:
+def _path_and_parameters(rule: Rule, model_names: list[str]) -> tuple[str, list[dict[str, Any]]]:
+    params: list[dict[str, Any]] = []
+
+    def replace(match: re.Match[str]) -> str:
+        argument = match.group(2)
+        converter = rule._converters[argument]
+        name = getattr(converter, "param_name", argument)
+        schema = copy.deepcopy(getattr(converter, "json_schema", {"type": "string"}))
+        if name == "model":
+            schema["enum"] = list(model_names)  # the models served now; any other name is a 404
+        params.append({"name": name, "in": "path", "required": True, "schema": schema})
+        return "{" + name + "}"
+
+    return _ARGUMENT.sub(replace, rule.rule), params
+
+
+def _operation(doc: Doc, params: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+    parameters = list(params)
+    for name, schema in doc.query.items():
+        param = {"name": name, "in": "query", "required": False}
+        param.update({"content": schema["content"]} if "content" in schema else {"schema": schema})
+        parameters.append(param)
+    for name, schema in doc.headers.items():
+        parameters.append({"name": name, "in": "header", "required": False, "schema": schema})
+    responses: dict[str, Any] = {}
+    for status, (description, content) in doc.ok.items():
+        responses[status] = {"description": description, **({"content": content} if content else {})}
+        if status in doc.response_headers:
+            responses[status]["headers"] = {name: {"schema": schema}
+                                            for name, schema in doc.response_headers[status].items()}
+    if doc.query:
+        # gunicorn refuses a request line over 4094 bytes before the app sees it, with its own page.
+        responses["414"] = {"description": "request line over 4,094 bytes (the server's limit): send long values "
+                                           "in the body", "content": {"text/html": {"schema": {"type": "string"}}}}
+    errors = set(doc.errors)
+    key = _key_required(doc.auth, settings)
+    if key != "no":
+        errors |= {401, 403}
+    if doc.body is not None:
+        errors.add(413)
+    for status in sorted(errors):
+        responses.setdefault(str(status), {"$ref": f"#/components/responses/Error{status}"})
+    operation: dict[str, Any] = {"summary": doc.summary, "parameters": parameters, "responses": responses}
+    if doc.body is not None:
+        operation["requestBody"] = {"required": True, "content": doc.body}
+    if key == "yes":
+        operation["security"] = [{"bearer": []}]
+    elif key == "optional":
+        operation["security"] = [{}, {"bearer": []}]
+    return operation
+
+
+def _components(settings: Settings) -> dict[str, Any]:
     _, definitions = models_json_schema([(m, "validation") for m in _SCHEMAS],
                                         ref_template="#/components/schemas/{model}")
-    error = {"description": "error", "content": {"application/json": {"schema": _ref("ErrorResponse")}}}
+    schemas = definitions["$defs"]
+    # What the views check beyond the pydantic types, under this server's settings.
+    schemas["PredictRequest"]["properties"]["instances"]["maxItems"] = settings.max_instances
+    schemas["ExplainRequest"]["properties"]["instances"]["maxItems"] = settings.max_explain_instances
+    schemas["V2RequestInput"]["properties"]["shape"]["prefixItems"][0]["maximum"] = settings.max_instances
+    schemas["TrainConfig"]["properties"]["hidden"] = {
+        "type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1, "maximum": 8192},
+        "description": "hidden layer widths, e.g. [256, 128]"}
+    schemas["TrainRequest"] = {
+        "type": "object", "required": ["dataset"], "additionalProperties": False,
+        "description": "retrain on a dataset already in the server's DATA_DIR",
+        "properties": {"dataset": DATASET_NAME, "config": ref("TrainConfig"), **TRAIN_FIELDS}}
+    responses = {f"Error{status}": {"description": text, "content": {"application/json": {
+        "schema": ref("ErrorResponse")}}} for status, text in ERROR_STATUSES.items()}
+    return {"schemas": schemas, "responses": responses,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "Authorization: Bearer <API_KEY>"}}}
+
+
+def documented_rules(app: Flask) -> list[tuple[Rule, list[str]]]:
+    """Every rule with the methods it documents (HEAD and OPTIONS are Flask's own)."""
+    return [(rule, sorted((rule.methods or set()) - _IMPLICIT_METHODS)) for rule in app.url_map.iter_rules()]
+
+
+def build_openapi(app: Flask, settings: Settings, model_names: list[str] | None = None) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
-    for method, path, summary, body, reply in ENDPOINTS:
-        params = [{"name": p, "in": "path", "required": True,
-                   "schema": {"type": "string", **({"enum": [model_name]} if p == "model" else {})}}
-                  for p in ("model", "version", "alias") if "{" + p + "}" in path]
-        operation: dict[str, Any] = {"summary": summary, "parameters": params,
-                                     "responses": {"200": {"description": "OK"}, "4XX": error, "503": error}}
-        if reply:
-            operation["responses"]["200"]["content"] = {"application/json": {"schema": _ref(reply)}}
-        if body == "multipart":
-            file_schema = {"type": "array", "items": {"type": "string", "format": "binary"}}
-            operation["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
-                "type": "object", "properties": {"file": file_schema}, "required": ["file"]}}}}
-        elif body:
-            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
-        if method == "put":
-            operation["security"] = [{"bearer": []}]
-        paths.setdefault(path, {})[method] = operation
+    for rule, methods in documented_rules(app):
+        path, params = _path_and_parameters(rule, model_names or [settings.model_name])
+        doc = DOCS.get(rule.endpoint) or Doc(UNDOCUMENTED, {"200": ("OK", None)})
+        for method in methods:
+            paths.setdefault(path, {})[method.lower()] = _operation(doc, params, settings)
     return {"openapi": "3.1.0",
-            "info": {"title": "mnist-serve", "version": "0.1.0",
-                     "description": "Handwritten-digit predictions (TF Serving V1, Open Inference Protocol V2)"},
-            "paths": paths,
-            "components": {"schemas": definitions["$defs"],
-                           "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}}
+            "info": {"title": "mnist-serve", "version": VERSION,
+                     "description": "Handwritten-digit predictions (TF Serving V1, Open Inference Protocol V2), "
+                                    "batch scoring and retraining jobs. Every error is {\"error\": \"...\"}."},
+            "paths": dict(sorted(paths.items())),
+            "components": _components(settings)}
+
+
+def api_document() -> dict[str, Any]:
+    """The app's document, built once per process and set of served models: routes and settings never
+    change after start, but a model published later is served (and so in the model ``enum``)."""
+    state = get_state()
+    names = state.models.names()
+    cached = current_app.extensions.get("openapi")
+    if cached is None or cached[0] != names:
+        cached = current_app.extensions["openapi"] = (names, build_openapi(current_app, state.settings, names))
+    return cached[1]
 
 
 @blueprint.get("/openapi.json")
 def openapi() -> Response:
-    return json_response(build_openapi(get_state().settings.model_name))
-
-
-@blueprint.get("/")
-def index() -> Response:
-    rows = "".join(f"<tr><td>{m.upper()}</td><td><code>{p}</code></td><td>{summary}</td></tr>"
-                   for m, p, summary, _, _ in ENDPOINTS)
-    page = _PAGE.read_text().replace("{{ENDPOINTS}}", rows).replace("{{MODEL}}", get_state().settings.model_name)
-    return Response(page, mimetype="text/html")
+    return json_response(api_document())

@@ -1,4 +1,4 @@
-"""Per-app state built once by the factory: settings, registry, predictor and the Redis link.
+"""Per-app state built once by the factory: settings, the served models and the Redis link.
 
 Blueprints reach it through ``get_state()``; nothing lives in module globals, so every test
 can build its own app.
@@ -12,8 +12,9 @@ import redis
 from flask import current_app
 
 from core.registry import ModelRegistry
-from core.serving import Predictor
+from core.serving import ModelSet, Predictor
 from core.settings import Settings
+from service.images import ImageBudget
 
 STATE_KEY = "mnist_serve"
 
@@ -21,20 +22,32 @@ STATE_KEY = "mnist_serve"
 @dataclass
 class ServiceState:
     settings: Settings
-    predictor: Predictor
+    models: ModelSet
     redis: redis.Redis = field(repr=False)
+    # Read from the settings once: a request needs it and the settings never change under an app.
+    image_budget: ImageBudget = field(init=False)
+
+    def __post_init__(self) -> None:
+        settings = self.settings
+        self.image_budget = ImageBudget(settings.max_images_per_request, settings.max_image_pixels,
+                                        settings.max_image_decoded_bytes)
 
     @property
     def registry(self) -> ModelRegistry:
-        return self.predictor.registry
+        return self.models.registry
+
+    @property
+    def predictor(self) -> Predictor:
+        """The default model's predictor (``MODEL_NAME``), for code that knows one model only."""
+        return self.models.predictor()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceState:
-        predictor = Predictor.from_settings(settings)
+        models = ModelSet.from_settings(settings)
         # Short timeouts: when Redis is down, job endpoints must answer 503 quickly while
         # predictions (which never touch Redis) keep working.
         connection = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=5.0)
-        return cls(settings, predictor, connection)
+        return cls(settings, models, connection)
 
 
 def get_state() -> ServiceState:

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 from core.registry import is_decimal
-from service.errors import ApiError
+from core.serving import Predictor, UnknownModel
+from service.service_error import ServiceError
 from service.state import get_state
 
 
 def check_model_name(name: str) -> str:
-    """404 unless ``name`` is the model this deployment serves."""
-    served = get_state().settings.model_name
-    if name != served:
-        raise ApiError(404, f"unknown model {name!r}: this server serves {served!r}")
+    """404 unless this deployment serves ``name`` (the message names the models it serves)."""
+    predictor_of(name)
     return name
+
+
+def predictor_of(name: str) -> Predictor:
+    """The served model's predictor; a ``ServiceError`` 404 naming the served models otherwise."""
+    try:
+        return get_state().models.predictor(name)
+    except UnknownModel as exc:
+        raise ServiceError(404, str(exc)) from None
 
 
 def parse_version(text: str) -> int:
     """A version from the URL: a positive integer, else 404 (no such version can exist)."""
     if not is_decimal(text) or int(text) < 1:
-        raise ApiError(404, f"model has no version {text!r}: versions are positive integers")
+        raise ServiceError(404, f"model has no version {text!r}: versions are positive integers")
     return int(text)

@@ -1,8 +1,10 @@
 """V1 predictions (TensorFlow Serving / KServe V1 row format) and multipart image uploads.
 
 ``POST /v1/models/<name>[/versions/<v>|/labels/<alias>]:predict`` with ``{"instances": [...]}``
-and ``POST /v1/models/<name>[...]:predict_image`` with one or more multipart ``file`` fields.
-Both are thin adapters: request -> (n, 784) float32 -> ``Predictor.predict`` -> JSON.
+and ``POST /v1/models/<name>[...]:predict_image`` with one or more multipart ``file`` fields;
+``POST /v1/models/<name>[...]:explain`` takes the same ``instances`` and answers a 28x28
+attribution map per instance (``core.explain``), as KServe's V1 ``:explain`` verb.
+A protocol adapter only: decode (``service.instances``) -> ``dataplane.infer`` -> encode.
 """
 
 from __future__ import annotations
@@ -13,97 +15,108 @@ import numpy as np
 from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from core.explain import METHOD
+from service import dataplane
 from service.auth import guard_blueprint
-from service.errors import ApiError
-from service.images import ImageBudget, ImageError, ImageTooLarge, image_to_pixels
-from service.instances import check_count, check_image_count, instances_to_pixels
+from service.instances import SIDE, instances_to_pixels, predict_body_to_pixels, uploads_to_pixels
 from service.jsonio import json_response, parse_json, read_body, require_json_content_type, validate
-from service.metrics import record_predictions
 from service.schemas import PredictRequest
+from service.service_error import ServiceError
 from service.state import get_state
 from service.targets import check_model_name, parse_version
 
 blueprint = Blueprint("v1", __name__)
 guard_blueprint(blueprint)
 _EXTRA_FORM_PARTS = 8  # multipart fields besides the files a client may send (ignored)
+Handler = Callable[[str, int | None, str | None], Response]
 
 
-def _image_budget() -> ImageBudget:
-    settings = get_state().settings
-    return ImageBudget(settings.max_images_per_request, settings.max_image_pixels)
+def _encode(result: dataplane.InferenceResult, filenames: list[str] | None = None) -> Response:
+    """The V1 response: one ``{"label"[, "class"], "probabilities"[, "filename"]}`` per instance, in
+    order; ``"class"`` (the label's name) when the model's manifest names its classes."""
+    probabilities = result.probabilities
+    predictions = [{"label": label, "probabilities": probabilities[i]}
+                   for i, label in enumerate(result.labels.tolist())]
+    names = result.class_names
+    if names is not None:
+        for prediction in predictions:
+            prediction["class"] = names[prediction["label"]]
+    if filenames is not None:
+        for prediction, filename in zip(predictions, filenames, strict=True):
+            prediction["filename"] = filename
+    return json_response({"predictions": predictions, "model_version": result.version})
 
 
-def predict_with(pixels: np.ndarray, version: int | None, alias: str | None,
-                 filenames: list[str] | None = None) -> Response:
-    """One forward pass over the whole batch with one model reference, then the V1 response."""
-    labels, probabilities, model = get_state().predictor.predict(pixels, version=version, alias=alias)
-    g.model_version = model.version
-    record_predictions(model.name, model.version, labels)
-    label_list = labels.tolist()
-    if filenames is None:
-        predictions = [{"label": label, "probabilities": probabilities[i]} for i, label in enumerate(label_list)]
-    else:
-        predictions = [{"label": label, "probabilities": probabilities[i], "filename": filenames[i]}
-                       for i, label in enumerate(label_list)]
-    return json_response({"predictions": predictions, "model_version": model.version})
-
-
-def _predict_json(version: int | None, alias: str | None) -> Response:
+def _predict_json(name: str, version: int | None, alias: str | None) -> Response:
     require_json_content_type()
-    body = validate(PredictRequest, parse_json(read_body()))
-    pixels = instances_to_pixels(body.instances, get_state().settings.max_instances, _image_budget())
-    return predict_with(pixels, version, alias)
+    state = get_state()
+    pixels = predict_body_to_pixels(read_body(), state.settings.max_instances, state.image_budget)
+    return _encode(dataplane.infer(name, version, alias, pixels))
 
 
-def _predict_upload(version: int | None, alias: str | None) -> Response:
+def _predict_upload(name: str, version: int | None, alias: str | None) -> Response:
     if request.mimetype != "multipart/form-data":
-        raise ApiError(415, f"expected Content-Type multipart/form-data with 'file' fields, "
-                            f"got {request.content_type or 'none'!r}")
-    budget = _image_budget()
+        raise ServiceError(415, f"expected Content-Type multipart/form-data with 'file' fields, "
+                                f"got {request.content_type or 'none'!r}")
+    state = get_state()
+    budget = state.image_budget
     # Werkzeug stops parsing after MAX_FORM_PARTS parts (default 1,000, each a temporary file):
     # hold it to the image budget so that limit, not a larger one, decides, with our message.
     request.max_form_parts = budget.max_images + _EXTRA_FORM_PARTS
     try:
         files = request.files.getlist("file")
     except RequestEntityTooLarge:
-        raise ApiError(413, f"multipart body over a limit: at most {budget.max_images} 'file' parts "
-                            f"(MAX_IMAGES_PER_REQUEST) and {_EXTRA_FORM_PARTS} other fields of at most "
-                            f"{request.max_form_memory_size or 0:,} bytes each") from None
-    if not files:
-        raise ApiError(422, "file: no file uploaded (send one or more multipart fields named 'file')")
-    check_count(len(files), get_state().settings.max_instances, field="file")
-    check_image_count(range(len(files)), budget, "file")
-    pixels = np.empty((len(files), 784), dtype=np.float32)
-    for i, upload in enumerate(files):
-        try:
-            pixels[i] = image_to_pixels(upload.read(), budget.max_pixels)
-        except ImageTooLarge as exc:
-            raise ApiError(413, f"file[{i}] ({upload.filename or 'unnamed'}): {exc}") from None
-        except ImageError as exc:
-            raise ApiError(422, f"file[{i}] ({upload.filename or 'unnamed'}): {exc}") from None
-    return predict_with(pixels, version, alias, [upload.filename or "" for upload in files])
+        raise ServiceError(413, f"multipart body over a limit: at most {budget.max_images} 'file' parts "
+                                f"(MAX_IMAGES_PER_REQUEST) and {_EXTRA_FORM_PARTS} other fields of at most "
+                                f"{request.max_form_memory_size or 0:,} bytes each") from None
+    pixels = uploads_to_pixels(files, state.settings.max_instances, budget)
+    return _encode(dataplane.infer(name, version, alias, pixels), [upload.filename or "" for upload in files])
 
 
-def _routes(verb: str, handler: Callable[[int | None, str | None], Response]) -> None:
+def _explain_json(name: str, version: int | None, alias: str | None) -> Response:
+    require_json_content_type()
+    body = validate(PredictRequest, parse_json(read_body()))
+    state = get_state()
+    cap = state.settings.max_explain_instances
+    if len(body.instances) > cap:
+        # Checked before decoding anything: a backward pass per instance costs more than a prediction.
+        raise ServiceError(422, f"instances: {len(body.instances)} instances, at most {cap} per :explain "
+                                "request (MAX_EXPLAIN_INSTANCES); send the rest in another request")
+    pixels = instances_to_pixels(body.instances, cap, state.image_budget)
+    model = dataplane.resolve(name, version, alias)
+    explanation = model.explain(pixels)
+    g.model_version = model.version
+    # What the model saw: images after their MNIST-style preprocessing, numbers as sent (rounded).
+    seen = np.clip(np.rint(pixels), 0, 255).astype(np.int64).reshape(-1, SIDE, SIDE).tolist()
+    attributions = explanation.attributions.astype(np.float32).reshape(-1, SIDE, SIDE)
+    names = model.class_names
+    explanations = [{"label": label, **({"class": names[label]} if names else {}),
+                     "probabilities": explanation.probabilities[i].astype(np.float32),
+                     "pixels": seen[i], "attributions": attributions[i]}
+                    for i, label in enumerate(explanation.labels.tolist())]
+    return json_response({"model_name": model.name, "model_version": str(model.version), "method": METHOD,
+                          "explanations": explanations})
+
+
+def _routes(verb: str, handler: Handler) -> None:
     """Register the default, ``/versions/<v>`` and ``/labels/<alias>`` forms of one verb."""
 
     def default(name: str) -> Response:
-        check_model_name(name)
-        return handler(None, None)
+        return handler(check_model_name(name), None, None)
 
     def by_version(name: str, version: str) -> Response:
-        check_model_name(name)
-        return handler(parse_version(version), None)
+        return handler(check_model_name(name), parse_version(version), None)
 
     def by_label(name: str, alias: str) -> Response:
-        check_model_name(name)
-        return handler(None, alias)
+        return handler(check_model_name(name), None, alias)
 
-    blueprint.add_url_rule(f"/v1/models/<name>:{verb}", f"{verb}", default, methods=["POST"])
-    blueprint.add_url_rule(f"/v1/models/<name>/versions/<version>:{verb}", f"{verb}_version", by_version,
+    base = "/v1/models/<model:name>"
+    blueprint.add_url_rule(f"{base}:{verb}", f"{verb}", default, methods=["POST"])
+    blueprint.add_url_rule(f"{base}/versions/<version:version>:{verb}", f"{verb}_version", by_version,
                            methods=["POST"])
-    blueprint.add_url_rule(f"/v1/models/<name>/labels/<alias>:{verb}", f"{verb}_label", by_label, methods=["POST"])
+    blueprint.add_url_rule(f"{base}/labels/<alias:alias>:{verb}", f"{verb}_label", by_label, methods=["POST"])
 
 
 _routes("predict", _predict_json)
 _routes("predict_image", _predict_upload)
+_routes("explain", _explain_json)

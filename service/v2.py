@@ -1,26 +1,31 @@
 """V2 Open Inference Protocol (KServe V2 / Triton): health, metadata and ``infer``.
 
 Input ``pixels`` ``[n, 784]`` FP32 or UINT8; outputs ``probabilities`` ``[n, 10]`` FP32 and
-``labels`` ``[n]`` INT64, as JSON or with the binary tensor data extension.
+``labels`` ``[n]`` INT64, as JSON or with the binary tensor data extension. A protocol adapter
+only: decode (``service.v2_codec``) -> ``dataplane.infer`` -> encode.
 """
 
 from __future__ import annotations
 
-import orjson
-from flask import Blueprint, Response, g, request
+import contextlib
 
-from core.datasets import N_PIXELS
+import orjson
+from flask import Blueprint, Response, request
+
+from core.digits import N_PIXELS
+from core.model import class_names_of, platform_of
 from core.registry import RegistryError
+from core.version import VERSION
+from service import dataplane
 from service.auth import guard_blueprint
-from service.errors import ApiError
 from service.jsonio import JSON_OPTIONS, json_response, read_body
-from service.metrics import record_predictions
+from service.service_error import ServiceError
 from service.state import get_state
 from service.targets import check_model_name, parse_version
 from service.v2_codec import INPUT_NAME, encode_response, input_pixels, parse_request, wanted_outputs
 
 blueprint = Blueprint("v2", __name__)
-SERVER_NAME, SERVER_VERSION = "mnist-serve", "0.1.0"
+SERVER_NAME, SERVER_VERSION = "mnist-serve", VERSION
 # Probes stay open under REQUIRE_KEY_FOR_ALL; metadata and inference need the key.
 guard_blueprint(blueprint, frozenset({"v2.server_metadata", "v2.live", "v2.ready"}))
 
@@ -44,6 +49,16 @@ def ready() -> Response:
     return json_response({"ready": True})
 
 
+def _described_version(name: str, version: int | None, versions: list[int]) -> int | None:
+    """The version metadata describes: the one asked for, else production, else the newest."""
+    if version is not None:
+        return version
+    try:
+        return get_state().registry.resolve(name)
+    except RegistryError:
+        return versions[-1] if versions else None
+
+
 def _metadata(name: str, version: int | None) -> Response:
     check_model_name(name)
     registry = get_state().registry
@@ -51,37 +66,63 @@ def _metadata(name: str, version: int | None) -> Response:
     if version is not None:
         registry.resolve(name, version=version)  # 404 for an unknown version
         versions = [version]
+    described = _described_version(name, version, versions)
+    manifest: dict = {}
+    if described is not None:
+        with contextlib.suppress(RegistryError):  # an unreadable manifest: describe what we can
+            manifest = registry.manifest(name, described)
+    names = class_names_of(manifest)
+    outputs: list[dict] = [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+                           {"name": "labels", "datatype": "INT64", "shape": [-1]}]
+    if names is not None:
+        for output in outputs:  # probabilities[:, i] and label i both mean class_names[i]
+            output["parameters"] = {"class_names": names}
     return json_response({
-        "name": name, "versions": [str(v) for v in versions], "platform": "numpy-mlp",
+        "name": name, "versions": [str(v) for v in versions], "platform": platform_of(manifest.get("architecture")),
         "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, N_PIXELS],
                     "parameters": {"also_accepts": "UINT8", "range": "0..255, 0 = background"}}],
-        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
-                    {"name": "labels", "datatype": "INT64", "shape": [-1]}],
+        "outputs": outputs,
     })
 
 
-@blueprint.get("/v2/models/<name>")
+@blueprint.get("/v2/models")
+def list_models() -> Response:
+    """Every served model with its versions and readiness (the default version of each loads here,
+    as ``/v2/models/<name>/ready`` would load it), after Triton's repository index."""
+    state = get_state()
+    models = []
+    for name in state.models.names(refresh=True):  # fresh, as GET /v1/models lists
+        entry = {"name": name, "versions": [str(v) for v in state.registry.versions(name)],
+                 "state": "READY", "reason": ""}
+        try:
+            state.models.get(model=name)
+        except RegistryError as exc:
+            entry.update(state="UNAVAILABLE", reason=str(exc))
+        models.append(entry)
+    return json_response({"models": models})
+
+
+@blueprint.get("/v2/models/<model:name>")
 def model_metadata(name: str) -> Response:
     return _metadata(name, None)
 
 
-@blueprint.get("/v2/models/<name>/versions/<version>")
+@blueprint.get("/v2/models/<model:name>/versions/<version:version>")
 def version_metadata(name: str, version: str) -> Response:
     return _metadata(name, parse_version(version))
 
 
 def _ready(name: str, version: int | None) -> Response:
-    check_model_name(name)
-    model = get_state().predictor.get(version=version)  # 404 unknown version, 503 nothing published
+    model = dataplane.resolve(name, version)  # 404 unknown model or version, 503 nothing published
     return json_response({"name": name, "version": str(model.version), "ready": True})
 
 
-@blueprint.get("/v2/models/<name>/ready")
+@blueprint.get("/v2/models/<model:name>/ready")
 def model_ready(name: str) -> Response:
     return _ready(name, None)
 
 
-@blueprint.get("/v2/models/<name>/versions/<version>/ready")
+@blueprint.get("/v2/models/<model:name>/versions/<version:version>/ready")
 def version_ready(name: str, version: str) -> Response:
     return _ready(name, parse_version(version))
 
@@ -93,22 +134,19 @@ def _infer(name: str, version: int | None) -> Response:
     allowed = {"", "application/json"} if header_length is None else {"", "application/octet-stream",
                                                                        "application/json"}
     if mimetype not in allowed:
-        raise ApiError(415, f"expected Content-Type {' or '.join(sorted(allowed - {''}))}"
-                            f"{' (with Inference-Header-Content-Length)' if header_length else ''}, "
-                            f"got {request.content_type!r}")
+        raise ServiceError(415, f"expected Content-Type {' or '.join(sorted(allowed - {''}))}"
+                                f"{' (with Inference-Header-Content-Length)' if header_length else ''}, "
+                                f"got {request.content_type!r}")
     if request.headers.get("Content-Encoding", "identity") != "identity":
-        raise ApiError(415, f"Content-Encoding {request.headers['Content-Encoding']!r} is not supported")
-    state = get_state()
+        raise ServiceError(415, f"Content-Encoding {request.headers['Content-Encoding']!r} is not supported")
     infer, binary = parse_request(read_body(), header_length)
-    pixels = input_pixels(infer, binary, state.settings.max_instances)
+    pixels = input_pixels(infer, binary, get_state().settings.max_instances)
     wanted = wanted_outputs(infer)
-    labels, probabilities, model = state.predictor.predict(pixels, version=version)
-    g.model_version = model.version
-    record_predictions(model.name, model.version, labels)
-    header = {"model_name": name, "model_version": str(model.version)}
+    result = dataplane.infer(name, version, None, pixels)
+    header = {"model_name": name, "model_version": str(result.version)}
     if infer.id is not None:
         header["id"] = infer.id
-    header, tail = encode_response(header, {"probabilities": probabilities, "labels": labels}, wanted)
+    header, tail = encode_response(header, {"probabilities": result.probabilities, "labels": result.labels}, wanted)
     if not tail:
         return json_response(header)
     head = orjson.dumps(header, option=JSON_OPTIONS)
@@ -116,11 +154,11 @@ def _infer(name: str, version: int | None) -> Response:
                     headers={"Inference-Header-Content-Length": str(len(head))})
 
 
-@blueprint.post("/v2/models/<name>/infer")
+@blueprint.post("/v2/models/<model:name>/infer")
 def infer(name: str) -> Response:
     return _infer(name, None)
 
 
-@blueprint.post("/v2/models/<name>/versions/<version>/infer")
+@blueprint.post("/v2/models/<model:name>/versions/<version:version>/infer")
 def infer_version(name: str, version: str) -> Response:
     return _infer(name, parse_version(version))

@@ -3,7 +3,8 @@
 With the extension, the body is a JSON header of ``Inference-Header-Content-Length`` bytes
 followed by raw little-endian tensors; each binary input says its size in
 ``parameters.binary_data_size``. Outputs asked for with ``parameters.binary_data`` come back
-the same way, which spares 10 floats per row of JSON text.
+the same way, which spares 10 floats per row of JSON text. Flask-free: bad input raises
+``ServiceError`` with its HTTP status.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from core.datasets import N_PIXELS
+from core.digits import N_PIXELS
 from core.registry import is_decimal
-from service.errors import ApiError
 from service.instances import check_count, check_pixel_values, numeric_rows
-from service.jsonio import parse_json, validate
+from service.json_decode import parse_json, validate
 from service.schemas import V2InferRequest
+from service.service_error import ServiceError
 
 INPUT_NAME = "pixels"
 INPUT_DTYPES = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
@@ -29,8 +30,8 @@ def parse_request(raw: bytes, header_length: str | None) -> tuple[V2InferRequest
     if header_length is None:
         return validate(V2InferRequest, parse_json(raw)), b""
     if not is_decimal(header_length.strip()) or int(header_length) > len(raw):
-        raise ApiError(400, f"Inference-Header-Content-Length {header_length!r} must be an integer between 0 "
-                            f"and the body size {len(raw)}")
+        raise ServiceError(400, f"Inference-Header-Content-Length {header_length!r} must be an integer between 0 "
+                                f"and the body size {len(raw)}")
     size = int(header_length)
     return validate(V2InferRequest, parse_json(raw[:size], "inference header")), raw[size:]
 
@@ -38,36 +39,36 @@ def parse_request(raw: bytes, header_length: str | None) -> tuple[V2InferRequest
 def input_pixels(infer: V2InferRequest, binary: bytes, max_instances: int) -> np.ndarray:
     """The one ``[n, 784]`` input as an (n, 784) array, checked finite and in 0..255."""
     if len(infer.inputs) != 1:
-        raise ApiError(422, f"inputs: expected exactly one input tensor {INPUT_NAME!r}, got {len(infer.inputs)}")
+        raise ServiceError(422, f"inputs: expected exactly one input tensor {INPUT_NAME!r}, got {len(infer.inputs)}")
     tensor = infer.inputs[0]
     if tensor.name != INPUT_NAME:
-        raise ApiError(422, f"inputs[0].name: unknown input {tensor.name!r}, expected {INPUT_NAME!r}")
+        raise ServiceError(422, f"inputs[0].name: unknown input {tensor.name!r}, expected {INPUT_NAME!r}")
     if len(tensor.shape) != 2 or tensor.shape[1] != N_PIXELS or tensor.shape[0] < 0:
-        raise ApiError(422, f"inputs[0].shape: expected [n, {N_PIXELS}], got {tensor.shape}")
+        raise ServiceError(422, f"inputs[0].shape: expected [n, {N_PIXELS}], got {tensor.shape}")
     n = tensor.shape[0]
     check_count(n, max_instances, field="inputs[0].shape[0]")
     dtype = INPUT_DTYPES.get(tensor.datatype)
     if dtype is None:
-        raise ApiError(422, f"inputs[0].datatype: {tensor.datatype!r} is not supported, use "
-                            f"{' or '.join(INPUT_DTYPES)}")
+        raise ServiceError(422, f"inputs[0].datatype: {tensor.datatype!r} is not supported, use "
+                                f"{' or '.join(INPUT_DTYPES)}")
     size = (tensor.parameters or {}).get("binary_data_size")
     if size is not None:
         return _binary_input(tensor.data, size, binary, n, dtype)
     if binary:
-        raise ApiError(400, f"{len(binary)} bytes of binary data follow the header but no input declares "
-                            "parameters.binary_data_size")
+        raise ServiceError(400, f"{len(binary)} bytes of binary data follow the header but no input declares "
+                                "parameters.binary_data_size")
     return _json_input(tensor.data, n, tensor.datatype)
 
 
 def _binary_input(data: Any, size: Any, binary: bytes, n: int, dtype: np.dtype) -> np.ndarray:
     expected = n * N_PIXELS * dtype.itemsize
     if data is not None:
-        raise ApiError(422, "inputs[0]: give either data or parameters.binary_data_size, not both")
+        raise ServiceError(422, "inputs[0]: give either data or parameters.binary_data_size, not both")
     if type(size) is not int or size != expected:
-        raise ApiError(422, f"inputs[0].parameters.binary_data_size: {size!r} does not match shape [{n}, {N_PIXELS}]"
-                            f" of {dtype.name} ({expected} bytes)")
+        raise ServiceError(422, f"inputs[0].parameters.binary_data_size: {size!r} does not match shape "
+                                f"[{n}, {N_PIXELS}] of {dtype.name} ({expected} bytes)")
     if len(binary) != size:
-        raise ApiError(400, f"inputs[0]: binary data is {len(binary)} bytes, binary_data_size says {size}")
+        raise ServiceError(400, f"inputs[0]: binary data is {len(binary)} bytes, binary_data_size says {size}")
     array = np.frombuffer(binary, dtype=dtype).reshape(n, N_PIXELS)
     check_pixel_values(array, range(n), field="inputs[0].data")
     return array
@@ -75,20 +76,20 @@ def _binary_input(data: Any, size: Any, binary: bytes, n: int, dtype: np.dtype) 
 
 def _json_input(data: Any, n: int, datatype: str) -> np.ndarray:
     if not isinstance(data, list):
-        raise ApiError(422, "inputs[0].data: missing; send the values as a JSON array or use the binary extension")
+        raise ServiceError(422, "inputs[0].data: missing; send the values as a JSON array or use the binary extension")
     if len(data) == n and n > 0 and all(type(row) is list for row in data):
         rows = data  # nested [n][784]
         bad = next((i for i, row in enumerate(rows) if len(row) != N_PIXELS), None)
         if bad is not None:
-            raise ApiError(422, f"inputs[0].data[{bad}]: expected {N_PIXELS} values, got {len(rows[bad])}")
+            raise ServiceError(422, f"inputs[0].data[{bad}]: expected {N_PIXELS} values, got {len(rows[bad])}")
     elif len(data) == n * N_PIXELS:
         rows = [data[i * N_PIXELS:(i + 1) * N_PIXELS] for i in range(n)]
     else:
-        raise ApiError(422, f"inputs[0].data: shape [{n}, {N_PIXELS}] needs {n * N_PIXELS} values, got {len(data)}")
+        raise ServiceError(422, f"inputs[0].data: shape [{n}, {N_PIXELS}] needs {n * N_PIXELS} values, got {len(data)}")
     array = numeric_rows(rows, range(n), nested=False, field="inputs[0].data")
     if datatype == "UINT8" and array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
         row, col = np.argwhere(array != np.round(array))[0]
-        raise ApiError(422, f"inputs[0].data[{row}][{col}]: {array[row, col]} is not an integer (datatype UINT8)")
+        raise ServiceError(422, f"inputs[0].data[{row}][{col}]: {array[row, col]} is not an integer (datatype UINT8)")
     return array
 
 
@@ -100,8 +101,8 @@ def wanted_outputs(infer: V2InferRequest) -> list[tuple[str, bool]]:
     wanted = []
     for i, output in enumerate(infer.outputs):
         if output.name not in OUTPUTS:
-            raise ApiError(422, f"outputs[{i}].name: unknown output {output.name!r} "
-                                f"(available: {', '.join(OUTPUTS)})")
+            raise ServiceError(422, f"outputs[{i}].name: unknown output {output.name!r} "
+                                    f"(available: {', '.join(OUTPUTS)})")
         wanted.append((output.name, bool((output.parameters or {}).get("binary_data", default_binary))))
     return wanted
 

@@ -4,30 +4,40 @@ Every Redis call goes through ``redis_errors()``, which turns any Redis failure 
 timed out, full under ``noeviction``, a read-only replica) into a quick 503 (the
 connection's timeouts are short, see ``service.state``), so the job endpoints fail clearly
 while predictions, which never touch Redis, keep working.
+
+A job's status names no server path: its record keeps the upload's path for the worker, but
+``describe`` shows none of it, and an error text (the worker's message or the last line of an
+unexpected exception) has the configured directories replaced by their setting names and any
+other absolute path cut to its file name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from flask import current_app
 from rq import Queue, Retry
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from core.jobs import RECENT_JOBS_KEEP, RECENT_JOBS_KEY, cancel_key, is_job_id
-from service.errors import ApiError
+from core.jobs import RECENT_JOBS_KEEP, RECENT_JOBS_KEY, JobPayload, cancel_key, is_job_id
+from service.service_error import ServiceError
 from service.state import get_state
 
 FINAL = ("finished", "failed", "canceled")
+# An absolute path in an error text, not preceded by a word character (so "1/2" is left alone).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s'\"/:,;()]+/)*([^\s'\"/:,;()]*)")
 
 
-def unavailable(exc: redis.exceptions.RedisError) -> ApiError:
+def unavailable(exc: redis.exceptions.RedisError) -> ServiceError:
     """The 503 for a Redis failure: what Redis said, and that predictions are unaffected."""
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
         reason = f"Redis is not answering ({type(exc).__name__})"
@@ -35,7 +45,7 @@ def unavailable(exc: redis.exceptions.RedisError) -> ApiError:
         # e.g. OutOfMemoryError (maxmemory with noeviction) or ReadOnlyError (a replica)
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
         reason = f"Redis refused the command ({type(exc).__name__}: {detail})"
-    return ApiError(503, f"the job queue is unavailable: {reason}; predictions still work, retry jobs later")
+    return ServiceError(503, f"the job queue is unavailable: {reason}; predictions still work, retry jobs later")
 
 
 @contextlib.contextmanager
@@ -52,8 +62,11 @@ def ping() -> None:
         get_state().redis.ping()
 
 
-def enqueue(queue_name: str, function: str, job_id: str, kind: str, kwargs: dict[str, Any]) -> Job:
+def enqueue(payload: JobPayload) -> Job:
     """Record the job in the recent-jobs list, then queue it; when either fails, neither stays.
+
+    The job runs ``payload.function`` on ``payload.queue`` with the payload's fields as keyword
+    arguments (plain values, see ``core.jobs``), which the worker validates back into the model.
 
     Queueing is the last step of a submission: once it succeeds nothing else can fail, so the
     caller may delete the upload on any exception without orphaning a queued job.
@@ -61,6 +74,7 @@ def enqueue(queue_name: str, function: str, job_id: str, kind: str, kwargs: dict
     state = get_state()
     settings = state.settings
     retention = settings.job_retention_seconds
+    job_id, kind, queue_name = payload.job_id, payload.kind, payload.queue
     with redis_errors():
         with state.redis.pipeline() as pipe:
             pipe.zadd(RECENT_JOBS_KEY, {job_id: time.time()})
@@ -68,10 +82,12 @@ def enqueue(queue_name: str, function: str, job_id: str, kind: str, kwargs: dict
             pipe.execute()
         try:
             queue = Queue(queue_name, connection=state.redis)
-            return queue.enqueue(function, kwargs=kwargs, job_id=job_id, job_timeout=settings.job_timeout_seconds,
+            return queue.enqueue(payload.function, kwargs=payload.model_dump(mode="json"), job_id=job_id,
+                                 job_timeout=settings.job_timeout_seconds,
                                  retry=Retry(max=settings.job_retries) if settings.job_retries else None,
                                  result_ttl=retention, failure_ttl=retention, ttl=retention,
-                                 meta={"type": kind, "progress": 0.0, "stage": "queued"},
+                                 meta={"type": kind, "model": payload.model or settings.model_name,
+                                       "progress": 0.0, "stage": "queued"},
                                  description=f"{kind} job {job_id}")
         except BaseException:
             _forget(queue_name, job_id)
@@ -89,14 +105,54 @@ def _forget(queue_name: str, job_id: str) -> None:
         pipe.execute()
 
 
+MAX_WAIT_SECONDS = 30
+WAITERS_PER_PROCESS = 2  # a waiting request holds a gunicorn thread: never more than these per process
+_WAIT_POLL_SECONDS = 0.2
+
+
+def parse_wait(raw: str | None) -> float:
+    """The ``?wait=<seconds>`` of a status request: 0 (answer at once) .. MAX_WAIT_SECONDS."""
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 <= seconds <= MAX_WAIT_SECONDS:  # also refuses nan and inf
+        raise ServiceError(400, f"wait: expected seconds from 0 to {MAX_WAIT_SECONDS}, got {raw!r}")
+    return seconds
+
+
+def wait_until_final(job: Job, seconds: float) -> Job:
+    """The job once it is finished, failed or canceled, or after ``seconds``, whichever is first.
+
+    Long-polling holds a thread that predictions could use, so at most WAITERS_PER_PROCESS
+    requests of a process wait; any further one gets the status as it is, at once.
+    """
+    # Per app (one per gunicorn worker process); setdefault is atomic, so threads share one.
+    waiters = current_app.extensions.setdefault("mnist.jobs.waiters", threading.BoundedSemaphore(WAITERS_PER_PROCESS))
+    if seconds <= 0 or public_status(job) in FINAL or not waiters.acquire(blocking=False):
+        return job
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(min(_WAIT_POLL_SECONDS, max(deadline - time.monotonic(), 0)))
+            job = fetch(job.id)
+            if public_status(job) in FINAL:
+                break
+        return job
+    finally:
+        waiters.release()
+
+
 def fetch(job_id: str) -> Job:
     if not is_job_id(job_id):
-        raise ApiError(404, f"no job {job_id!r}: job ids are 32 hexadecimal characters")
+        raise ServiceError(404, f"no job {job_id!r}: job ids are 32 hexadecimal characters")
     with redis_errors():
         try:
             return Job.fetch(job_id, connection=get_state().redis)
         except NoSuchJobError:
-            raise ApiError(404, f"no job {job_id!r} (unknown or expired)") from None
+            raise ServiceError(404, f"no job {job_id!r} (unknown or expired)") from None
 
 
 def recent_ids(limit: int) -> list[str]:
@@ -130,17 +186,28 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z")
 
 
+def public_text(text: str) -> str:
+    """``text`` without server paths: JOBS_DIR/MODELS_DIR/DATA_DIR by name, other paths by file name."""
+    settings = get_state().settings
+    named = (("JOBS_DIR", settings.jobs_dir), ("MODELS_DIR", settings.models_dir), ("DATA_DIR", settings.data_dir))
+    # The longest first, so a folder nested in another gets its own name; whole path segments only,
+    # so /srv/jobs2 is not JOBS_DIR + "2".
+    for name, path in sorted(named, key=lambda item: len(str(item[1])), reverse=True):
+        text = re.sub(re.escape(str(path)) + r"(?![^/\s'\"])", name, text)
+    return _ABSOLUTE_PATH.sub(lambda match: match.group(1) or "/", text)
+
+
 def error_of(job: Job, status: str) -> str | None:
     if status not in ("failed", "canceled"):
         return None
     if job.meta.get("error"):
-        return str(job.meta["error"])
+        return public_text(str(job.meta["error"]))
     if status == "canceled":
         return "canceled by request"
     with redis_errors():
         result = job.latest_result()
     text = (getattr(result, "exc_string", None) or "").strip()
-    return text.splitlines()[-1] if text else "the job failed"
+    return public_text(text.splitlines()[-1]) if text else "the job failed"
 
 
 def describe(job: Job) -> dict[str, Any]:
@@ -159,8 +226,9 @@ def describe(job: Job) -> dict[str, Any]:
         "retries_left": job.retries_left,
         "error": error_of(job, status),
     }
-    for key in ("model_version", "rows_scored", "rows_total", "produced_version", "promoted", "promotion_reason",
-                "dev", "production_dev", "epoch", "epochs", "last_epoch", "peak_rss_mb"):
+    for key in ("model", "model_version", "rows_scored", "rows_total", "produced_version", "promoted",
+                "promotion_reason", "dev", "production_version", "production_dev", "epoch", "epochs",
+                "last_epoch", "curve", "peak_rss_mb", "train_rows", "dev_rows"):
         if key in meta:
             body[key] = meta[key]
     return body
@@ -171,7 +239,7 @@ def cancel(job: Job) -> str:
     state = get_state()
     status = public_status(job)
     if status in FINAL:
-        raise ApiError(409, f"job {job.id} is already {status}")
+        raise ServiceError(409, f"job {job.id} is already {status}")
     with redis_errors():
         # The flag first: whatever state the job moves to next, it sees the request.
         state.redis.set(cancel_key(job.id), 1, ex=state.settings.job_retention_seconds)

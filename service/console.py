@@ -1,0 +1,52 @@
+"""The web console: Try it (``/``), Models, Jobs and Health pages, served by the app itself.
+
+The pages are Jinja templates with small vanilla JavaScript in ``service/static``; every figure
+they show is fetched from the public HTTP API (the same endpoints anyone can curl), so the
+console has no data path of its own. Charts are inline SVG drawn by ``static/charts.js``: no
+CDN, no vendored library, nothing leaves the host.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template, request
+
+from service.openapi import api_document
+from service.state import get_state
+
+blueprint = Blueprint("console", __name__)
+PAGES = (("console.index", "Try it"), ("console.models", "Models"), ("console.jobs", "Jobs"),
+         ("console.health", "Health"))
+
+
+def _page(template: str, active: str, **context: object) -> str:
+    # The model comes from ``?model=`` so a view is shareable and survives a reload. It is not
+    # checked here: an unknown name still renders the page, whose API calls then show the API's
+    # own 404 text (naming the served models) instead of a blank page.
+    default = get_state().settings.model_name
+    chosen = request.args.get("model", "").strip() or default
+    link_args = {"model": chosen} if chosen != default else {}
+    return render_template(template, pages=PAGES, active=active, model=chosen, default_model=default,
+                           link_args=link_args, **context)
+
+
+@blueprint.get("/")
+def index() -> str:
+    """Try it: draw or upload a digit, see what the model saw, its probabilities and an explanation."""
+    operations = [(method.upper(), path, operation["summary"])
+                  for path, methods in api_document()["paths"].items() for method, operation in methods.items()]
+    return _page("try.html", "console.index", operations=operations)
+
+
+@blueprint.get("/console/models")
+def models() -> str:
+    return _page("models.html", "console.models")
+
+
+@blueprint.get("/console/jobs")
+def jobs() -> str:
+    return _page("jobs.html", "console.jobs")
+
+
+@blueprint.get("/console/health")
+def health() -> str:
+    return _page("health.html", "console.health")
