@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DATA ?= ../shared/data/mnist
+DATA ?= data
 
 .PHONY: install train test lint test-docker run
 
@@ -19,9 +19,11 @@ train: install
 	$(BIN)/python -m trainer train --data $(DATA) --models-dir models
 
 ## the whole stack without Docker (private redis-server, first model, API on :8000, a worker); Ctrl-C stops it.
-## Settings from the environment, e.g.  make run DATA_DIR=../shared/data/mnist API_PORT=8080 WORKERS=2
-run: install
-	deploy/run-local
+## Settings from the environment, e.g.  make run DATA_DIR=~/mnist API_PORT=8080 WORKERS=2
+## exec: make's child is the launcher itself, which also watches make, because make keeps a
+## SIGINT to its own pid and waits: kill -INT/-TERM of make's pid then stops everything too.
+run:
+	exec deploy/run-local
 
 lint: install
 	$(BIN)/ruff check .

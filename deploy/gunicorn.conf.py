@@ -1,24 +1,41 @@
 """gunicorn settings for the API (also what docker-compose and deploy/run-local use).
 
 ``BIND`` and ``WEB_CONCURRENCY`` (workers) come from the environment, ``THREADS`` threads per
-worker (gthread: keep-alive connections, requests overlap numpy work that releases the GIL).
+worker (gthread: keep-alive connections, requests overlap numpy work that releases the GIL),
+``WORKER_CLASS`` (default ``balanced``, below) and ``REUSE_PORT`` (default off).
 Prometheus multiprocess mode needs ``PROMETHEUS_MULTIPROC_DIR`` before any worker imports
 prometheus_client, so it is set here, in the master, and inherited by every worker.
 """
 
+import ctypes
 import glob
+import ipaddress
+import multiprocessing
 import os
 import tempfile
+import time
+
+from gunicorn.workers.gthread import ThreadWorker
 
 bind = os.environ.get("BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("THREADS", "4"))
-worker_class = "gthread"
+# "balanced" (default): gthread whose workers share out the keep-alive connections (below);
+# any gunicorn class by name otherwise ("gthread", "gevent", "sync").
+_worker_class = os.environ.get("WORKER_CLASS", "balanced")
+# REUSE_PORT=1: one SO_REUSEPORT socket per worker, the kernel hashing connections over them (all
+# 4 of 4 clients on one worker in 1 run of 8 by chance); the balanced worker needs the shared one.
+reuse_port = os.environ.get("REUSE_PORT", "0").lower() not in ("0", "false", "no", "")
 timeout = 60
 keepalive = 5
 # No gunicornc control socket: its default path is shared by every gunicorn of the user, so
 # parallel servers (tests, benchmarks) would take it from each other.
 control_socket_disable = True
+# nginx (deploy/nginx.conf.template) is the only client in both run modes; gunicorn honours its
+# X-Forwarded-Proto, and post_worker_init below its X-Forwarded-For, only from these addresses
+# (FORWARDED_ALLOW_IPS; docker-compose sets "*": the api container is reachable on its private
+# network only).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 # One BLAS thread per process: workers x threads already use every core, and oversubscribed
 # BLAS thread pools made a 1,000-row forward pass 20x slower under load. Workers inherit this
@@ -37,7 +54,107 @@ def on_starting(server) -> None:
         os.unlink(path)
 
 
+def _trusted_proxy(address: str, allowed: list[str]) -> bool:
+    if "*" in allowed:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # a unix socket peer: gunicorn trusts it as well
+        return True
+    return any(ip in ipaddress.ip_network(net, strict=False) for net in allowed)
+
+
+def post_worker_init(worker) -> None:
+    # gunicorn never rewrites REMOTE_ADDR, so the app's access log would show nginx's address.
+    # nginx sets X-Forwarded-For to the one client address it saw (it does not append), so from
+    # a trusted proxy that header is the real client; from anyone else it is ignored (forgeable).
+    app, allowed = worker.wsgi, list(worker.cfg.forwarded_allow_ips)
+
+    def real_client_address(environ, start_response):
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded and _trusted_proxy(environ.get("REMOTE_ADDR", ""), allowed):
+            environ["REMOTE_ADDR"] = forwarded.rsplit(",", 1)[-1].strip()
+        return app(environ, start_response)
+
+    worker.wsgi = real_client_address
+
+
+# Keep-alive connections held by each worker, in memory shared by the master's forks (-1: a free
+# slot). gunicorn's workers race to accept on one socket and the worker that happens to be awake
+# wins: with 4 keep-alive clients one worker often held all 4 (6 of 6 runs) while the other core
+# idled. A balanced worker leaves a new connection to a worker holding fewer, for at most 100 ms.
+_held = multiprocessing.RawArray("i", [-1] * (workers + 16))
+_BALANCE_WAIT_S = 0.1
+
+
+class BalancedThreadWorker(ThreadWorker):
+    """gunicorn's gthread worker that accepts only while it holds no more connections than the others."""
+
+    slot: int | None = None
+    _declining_since = _last_decline = 0.0
+
+    @property
+    def nr_conns(self) -> int:
+        return self._nr_conns
+
+    @nr_conns.setter
+    def nr_conns(self, value: int) -> None:  # gthread counts its connections here: publish the count
+        self._nr_conns = value
+        if self.slot is not None:
+            _held[self.slot] = value
+
+    def run(self) -> None:
+        if self.slot is not None:  # counted from now on: a worker still loading the app takes no share
+            _held[self.slot] = self._nr_conns
+        super().run()
+
+    def accept(self, listener) -> None:
+        others = [held for i, held in enumerate(_held) if held >= 0 and i != self.slot]
+        if others and self._nr_conns > min(others):
+            now = time.monotonic()
+            if now - self._last_decline > 0.01:  # a new connection, not the same one again
+                self._declining_since = now
+            self._last_decline = now
+            if now - self._declining_since < _BALANCE_WAIT_S:  # then take it: the other may be stuck
+                time.sleep(0.0005)  # the listener stays readable: do not spin while the other accepts
+                return
+        super().accept(listener)
+
+
+worker_class = BalancedThreadWorker if _worker_class == "balanced" else _worker_class
+
+
+def pre_fork(server, worker) -> None:
+    used = {w.slot for w in server.WORKERS.values() if isinstance(w, BalancedThreadWorker)}
+    worker.slot = next((i for i in range(len(_held)) if i not in used), None)
+
+
 def child_exit(server, worker) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+    if getattr(worker, "slot", None) is not None:
+        _held[worker.slot] = -1
+
+
+# glibc's malloc raises its mmap threshold to the size of any large block freed (up to 32 MiB), after
+# which such blocks come from per-thread arenas and stay in the process once freed: decoded images
+# (Pillow allocates them in blocks of up to 16 MiB) left each thread of a worker holding tens of MiB.
+# Fixed thresholds stop that adjustment. Mmap from 16 MiB: Pillow's image blocks are mapped and go
+# back to the system when freed. Trim above 32 MiB: the smaller numpy temporaries of a large JSON
+# request (a few MiB each) are reused from the heap instead of being handed back and page-faulted
+# in again on every request; fixing only the mmap threshold, at 128 KiB, had made a 1,000-instance
+# V1 request 2.4x slower under gunicorn than in one process. See bench/README.md, "Images".
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_TRIM_THRESHOLD_BYTES = 32 * 1024 * 1024
+_MMAP_THRESHOLD_BYTES = 16 * 1024 * 1024
+
+
+def post_fork(server, worker) -> None:
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt): nothing to tune
+        return
+    if not (mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES) and mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)):
+        server.log.warning("mallopt(M_TRIM_THRESHOLD, M_MMAP_THRESHOLD) failed; freed image memory may stay in "
+                           "the worker")
