@@ -1,11 +1,10 @@
 """Shared fixtures: real MNIST digits, a small trained registry, a private Redis, real gunicorn.
 
-MNIST comes from ``$MNIST_DIR`` (default ``../shared/data/mnist`` beside the repository).
+MNIST comes from ``$MNIST_DIR`` (default: the t10k files the repository ships in ``data/``).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from core.datasets import Dataset, load_dataset
 from core.registry import ModelRegistry
 from core.training_config import TrainConfig
-from tests.support import REPO_ROOT, GunicornServer, RedisServer
+from tests.support import MNIST_DIR, GunicornServer, RedisServer
 from trainer.pipeline import train_and_publish
 
 API_KEY = "test-key"
@@ -23,7 +22,7 @@ API_KEY = "test-key"
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    path = Path(os.environ.get("MNIST_DIR", REPO_ROOT.parent / "shared" / "data" / "mnist"))
+    path = MNIST_DIR
     if not (path / "t10k-images-idx3-ubyte.gz").exists():
         pytest.fail(f"MNIST test split not found in {path} (set MNIST_DIR)")
     return path
@@ -85,10 +84,15 @@ def start_api(tmp_path: Path, redis_server: RedisServer) -> Iterator[Callable[..
         server.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def api(tmp_path_factory: pytest.TempPathFactory, base_registry: Path, redis_server: RedisServer
         ) -> Iterator[GunicornServer]:
-    """One gunicorn server per test module over a copy of the base registry (read-only use)."""
+    """One gunicorn server for the session over a copy of the base registry (read-only use).
+
+    The real-process tier: tests that need HTTP clients, gunicorn's workers or its log. Tests that
+    change the registry or the settings start their own with ``start_api``; tests that only check
+    the app's answers use the in-process ``client`` of tests/api/conftest.py.
+    """
     root = tmp_path_factory.mktemp("api")
     shutil.copytree(base_registry, root / "models")
     server = GunicornServer({"MODELS_DIR": str(root / "models"), "REDIS_URL": redis_server.url,

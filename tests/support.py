@@ -19,6 +19,8 @@ from pathlib import Path
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# MNIST for tests and benchmarks: $MNIST_DIR, else the t10k files the repository ships in data/.
+MNIST_DIR = Path(os.environ.get("MNIST_DIR", REPO_ROOT / "data"))
 
 
 def free_port() -> int:

@@ -14,7 +14,10 @@ import pytest
 
 from core.datasets import load_kaggle_csv
 from core.registry import ModelRegistry
+from core.settings import Settings
+from core.training_config import TrainConfig
 from tests.support import REPO_ROOT
+from trainer.cli import CONFIG_FIELDS, build_parser, cmd_train_config
 
 SMALL = ["--hidden", "32", "--epochs", "2", "--dropout", "0", "--augment-shift", "0", "--early-stopping", "0",
          "--seed", "4"]
@@ -144,3 +147,22 @@ def test_promote_refuses_a_version_that_does_not_load(models_dir: Path) -> None:
     error, _ = run_trainer("models", "promote", "1", "--alias", "stagé", "--models-dir", models_dir, "--json",
                            expect=2)
     assert error["error"].startswith("invalid alias 'stagé': use 1-64 ASCII letters")
+
+
+def test_train_flags_are_generated_from_train_config() -> None:
+    """Every TrainConfig field (but the preset) has its flag, typed like the field, with its choices."""
+    assert set(CONFIG_FIELDS) == set(TrainConfig.model_fields) - {"preset"}
+    args = build_parser(Settings()).parse_args([
+        "train", "--data", "x", "--hidden", "256", "128", "--optimizer", "momentum", "--lr", "0.5",
+        "--lr-schedule", "inverse", "--lr-decay", "0.01", "--momentum", "0.8", "--weight-decay", "0.001",
+        "--dropout", "0.1", "--epochs", "7", "--batch-size", "0", "--augment-shift", "1", "--early-stopping", "3",
+        "--init", "uniform", "--seed", "9"])
+    assert cmd_train_config(args) == TrainConfig(
+        hidden=[256, 128], optimizer="momentum", lr=0.5, lr_schedule="inverse", lr_decay=0.01, momentum=0.8,
+        weight_decay=0.001, dropout=0.1, epochs=7, batch_size=0, augment_shift=1, early_stopping=3, init="uniform",
+        seed=9)
+    # not given: the preset decides
+    assert cmd_train_config(build_parser(Settings()).parse_args(["train", "--data", "x", "--preset", "seed"])) == \
+        TrainConfig.for_preset("seed")
+    with pytest.raises(SystemExit):
+        build_parser(Settings()).parse_args(["train", "--data", "x", "--optimizer", "rmsprop"])

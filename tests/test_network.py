@@ -176,6 +176,20 @@ def test_float32_throughout_and_round_trip_through_arrays(rng: np.random.Generat
                                                                "dropout", "dense"]
 
 
+def test_load_arrays_restores_a_snapshot_in_place(rng: np.random.Generator) -> None:
+    """What early stopping does: snapshot the arrays, train on, then put the snapshot back."""
+    network = Network.mlp([784, 16, 10], seed=2)
+    inputs = rng.random((4, 784), dtype=np.float32)
+    snapshot = {key: value.copy() for key, value in network.arrays().items()}
+    before, held = network.predict_proba(inputs), network.dense_layers[0].weights
+    network.backward(softmax_cross_entropy_backward(softmax(network.forward(inputs, training=True)), np.arange(4)))
+    SGD(0.5).step(network.dense_layers)
+    assert not np.array_equal(network.predict_proba(inputs), before)
+    network.load_arrays(snapshot)
+    np.testing.assert_array_equal(network.predict_proba(inputs), before)
+    assert network.dense_layers[0].weights is held  # in place: the layers keep their arrays
+
+
 def test_from_arrays_rejects_wrong_shapes_and_missing_arrays() -> None:
     network = Network.mlp([784, 8, 10])
     arrays = network.arrays()

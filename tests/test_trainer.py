@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ from core.datasets import Dataset
 from core.registry import ModelRegistry
 from core.training_config import TrainConfig
 from trainer.augment import random_shift
+from trainer.class_names import load_class_names
 from trainer.cli import main
 from trainer.evaluation import confusion_matrix, evaluate, format_report
 from trainer.pipeline import train_and_publish
@@ -149,3 +152,53 @@ def test_cli_train_on_too_few_rows_exits_2_with_the_reason(mnist: Dataset, tmp_p
     assert code == 2
     assert "2 row(s) cannot be split into training and dev rows with dev fraction 0.8" in capsys.readouterr().err
     assert not (tmp_path / "models" / "mnist").exists() or not any((tmp_path / "models" / "mnist").iterdir())
+
+
+def test_class_names_go_into_the_manifest_and_are_checked(mnist_dir: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    models = tmp_path / "models"
+    tiny = ["--models-dir", str(models), "--model", "fashion", "--hidden", "8", "--epochs", "1",
+            "--augment-shift", "0", "--early-stopping", "0"]
+    assert main(["train", "--data", str(mnist_dir), *tiny, "--class-names", "fashion"]) == 0
+    registry = ModelRegistry(models)
+    manifest = registry.load("fashion").manifest
+    # Label order of Fashion-MNIST's README: 7 Sneaker, 8 Bag (an earlier list had them swapped).
+    assert manifest["class_names"] == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    # A file: one name per line (blank lines ignored) or a JSON list.
+    lines = tmp_path / "names.txt"
+    lines.write_text("\n".join(f"class {i}" for i in range(10)) + "\n\n")
+    assert main(["train", "--data", str(mnist_dir), *tiny, "--class-names", str(lines)]) == 0
+    assert registry.manifest("fashion", 2)["class_names"][9] == "class 9"
+    capsys.readouterr()
+    # Wrong counts, duplicates and unknown names are refused before any training, naming the problem.
+    as_json = tmp_path / "nine.json"
+    as_json.write_text(json.dumps([str(i) for i in range(9)]))
+    duplicated = tmp_path / "dup.json"
+    duplicated.write_text(json.dumps(["a"] * 2 + [str(i) for i in range(8)]))
+    for value, reason in ((str(as_json), "the model has 10 classes, 9 name(s) were given"),
+                          (str(duplicated), "'a' appear(s) more than once"),
+                          ("shoes", "--class-names 'shoes' is neither fashion nor digits nor a readable file")):
+        assert main(["train", "--data", str(mnist_dir), *tiny, "--class-names", value]) == 2
+        assert reason in capsys.readouterr().err
+    assert registry.versions("fashion") == [1, 2]
+
+
+def test_a_manifest_without_class_names_still_loads(tmp_path: Path) -> None:
+    shutil.copytree(Path(__file__).parent / "fixtures" / "mlp_registry", tmp_path / "models")
+    model = ModelRegistry(tmp_path / "models").load("digits")
+    assert "class_names" not in model.manifest
+    assert model.predict(np.zeros((2, 784), np.float32))[1].shape == (2, 10)
+    assert load_class_names("digits") == [str(d) for d in range(10)]
+
+
+def test_a_preset_named_in_a_request_supplies_the_fields_it_leaves_out() -> None:
+    """A retrain job's config ``{"preset": "cnn", "epochs": 5}`` is the CNN preset for 5 epochs, as the
+    CLI's ``--preset cnn --epochs 5`` is (it used to be the default MLP with a "cnn" label)."""
+    config = TrainConfig.model_validate({"preset": "cnn", "epochs": 5})
+    assert (config.arch, config.channels, config.hidden, config.epochs, config.early_stopping) == (
+        "cnn", [16, 32], [128], 5, 0)
+    assert config == TrainConfig.for_preset("cnn", epochs=5)
+    assert TrainConfig.model_validate(config.model_dump()) == config  # as a manifest stores and reloads it
+    assert TrainConfig.model_validate({"preset": "seed", "hidden": [32]}).optimizer == "gd"
+    assert TrainConfig.model_validate({"hidden": [32]}).optimizer == "adam"  # no preset: the defaults

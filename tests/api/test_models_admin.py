@@ -1,8 +1,13 @@
-"""Model management: listing, manifests, promotion and rollback with and without the API key."""
+"""Model management: listing, manifests, promotion and rollback with and without the API key.
+
+In-process (``client``/``make_client``), but for promotion and rollback, which every one of
+several gunicorn workers must follow.
+"""
 
 from __future__ import annotations
 
 import requests
+from flask.testing import FlaskClient
 
 from core.registry import ModelRegistry
 from tests.conftest import API_KEY
@@ -17,17 +22,21 @@ def _served_version(url: str) -> int:
     return response.json()["model_version"]
 
 
-def test_model_listing_and_manifest(api):
-    info = requests.get(f"{api.url}/v1/models/mnist", timeout=10).json()
+def _served_version_in(client: FlaskClient) -> int:
+    return client.post("/v1/models/mnist:predict", json={"instances": [[0] * 784]}).json["model_version"]
+
+
+def test_model_listing_and_manifest(client):
+    info = client.get("/v1/models/mnist").json
     assert info["production_version"] == 1 and info["aliases"] == {"production": 1}
     assert [v["version"] for v in info["versions"]] == [1, 2]
     assert info["versions"][0]["aliases"] == ["production"]
     assert 0.5 < info["versions"][0]["metrics"]["dev_accuracy"] <= 1 and info["versions"][1]["created_at"]
     assert [s["state"] for s in info["model_version_status"]] == ["AVAILABLE", "AVAILABLE"]
-    manifest = requests.get(f"{api.url}/v1/models/mnist/versions/2", timeout=10).json()
+    manifest = client.get("/v1/models/mnist/versions/2").json
     assert manifest["version"] == 2 and len(manifest["weights_sha256"]) == 64
-    missing = requests.get(f"{api.url}/v1/models/mnist/versions/5", timeout=10)
-    assert missing.status_code == 404 and "no version 5" in missing.json()["error"]
+    missing = client.get("/v1/models/mnist/versions/5")
+    assert missing.status_code == 404 and "no version 5" in missing.json["error"]
 
 
 def test_promote_and_roll_back(start_api, models_dir):
@@ -59,10 +68,10 @@ def test_promote_and_roll_back(start_api, models_dir):
     wait_until(lambda: all(_served_version(url) == 1 for _ in range(10)), 3, "workers back on version 1")
 
 
-def test_promotion_refused_without_a_configured_key(start_api, models_dir):
-    server = start_api(models_dir, API_KEY="")
-    response = requests.put(server.url + ALIAS, json={"version": 2}, headers=AUTH, timeout=10)
-    assert response.status_code == 403 and "no API_KEY configured" in response.json()["error"]
+def test_promotion_refused_without_a_configured_key(make_client, models_dir):
+    client = make_client(models_dir, api_key="")
+    response = client.put(ALIAS, json={"version": 2}, headers=AUTH)
+    assert response.status_code == 403 and "no API_KEY configured" in response.json["error"]
 
 
 def _corrupt(models_dir, version: int) -> None:
@@ -70,53 +79,51 @@ def _corrupt(models_dir, version: int) -> None:
     weights.write_bytes(weights.read_bytes()[:-16] + b"\0" * 16)  # same size, wrong sha256
 
 
-def test_promoting_a_version_that_does_not_load_is_refused(start_api, models_dir):
-    server = start_api(models_dir, workers=1)
+def test_promoting_a_version_that_does_not_load_is_refused(make_client, models_dir):
+    client = make_client(models_dir)
     _corrupt(models_dir, 2)
-    refused = requests.put(server.url + ALIAS, json={"version": 2}, headers=AUTH, timeout=10)
+    refused = client.put(ALIAS, json={"version": 2}, headers=AUTH)
     assert refused.status_code == 409, refused.text
-    assert refused.json()["error"].startswith("cannot point 'production' at version 2: model 'mnist' version 2: "
-                                              "weights.npz has sha256")
-    info = requests.get(server.url + "/v1/models/mnist", timeout=10).json()
+    assert refused.json["error"].startswith("cannot point 'production' at version 2: model 'mnist' version 2: "
+                                            "weights.npz has sha256")
+    info = client.get("/v1/models/mnist").json
     assert info["aliases"] == {"production": 1} and info["serving_version"] == 1 and info["error"] is None
-    assert _served_version(server.url) == 1
+    assert _served_version_in(client) == 1
 
 
-def test_a_broken_production_shows_as_degraded_while_the_old_version_serves(start_api, models_dir):
-    server = start_api(models_dir, workers=1)
-    assert _served_version(server.url) == 1
+def test_a_broken_production_shows_as_degraded_while_the_old_version_serves(make_client, models_dir):
+    client = make_client(models_dir)
+    assert _served_version_in(client) == 1
     _corrupt(models_dir, 2)
     # The alias is moved behind the API's back (a hand edit, or the files corrupted after a promotion).
     ModelRegistry(models_dir).set_alias("mnist", "production", 2)
 
     def degraded() -> bool:
-        return requests.get(server.url + "/readyz", timeout=10).json()["status"] == "degraded"
+        return client.get("/readyz").json["status"] == "degraded"
 
     wait_until(degraded, 5, "/readyz to report the broken production")
-    ready = requests.get(server.url + "/readyz", timeout=10)
+    ready = client.get("/readyz")
     assert ready.status_code == 200  # still serving, so still ready
-    body = ready.json()
+    body = ready.json
     assert body["serving_version"] == 1 and "version 2: weights.npz has sha256" in body["error"]
-    info = requests.get(server.url + "/v1/models/mnist", timeout=10).json()
+    info = client.get("/v1/models/mnist").json
     assert info["production_version"] == 2 and info["serving_version"] == 1
     assert "refusing to load it" in info["error"]
     status = {s["version"]: s for s in info["model_version_status"]}
     assert status["1"]["state"] == "AVAILABLE"
     assert status["2"]["state"] == "UNKNOWN" and status["2"]["status"]["error_code"] == "FAILED_PRECONDITION"
     assert "sha256" in status["2"]["status"]["error_message"]
-    assert _served_version(server.url) == 1
+    assert _served_version_in(client) == 1
 
     ModelRegistry(models_dir).set_alias("mnist", "production", 1)  # the operator rolls back
-    wait_until(lambda: requests.get(server.url + "/readyz", timeout=10).json()["status"] == "ready", 5,
-               "/readyz back to ready")
-    assert requests.get(server.url + "/readyz", timeout=10).json()["error"] is None
+    wait_until(lambda: client.get("/readyz").json["status"] == "ready", 5, "/readyz back to ready")
+    assert client.get("/readyz").json["error"] is None
 
 
-def test_invalid_aliases_are_422_never_500(start_api, models_dir):
-    server = start_api(models_dir, workers=1)
+def test_invalid_aliases_are_422_never_500(make_client, models_dir):
+    client = make_client(models_dir)
     for alias in ("12", "prod%C3%BCction", "%C2%B2", "staging%0A", "a" * 65):
-        response = requests.put(f"{server.url}/v1/models/mnist/aliases/{alias}", json={"version": 1}, headers=AUTH,
-                                timeout=10)
+        response = client.put(f"/v1/models/mnist/aliases/{alias}", json={"version": 1}, headers=AUTH)
         assert response.status_code == 422, (alias, response.text)
-        assert response.json()["error"].startswith("invalid alias"), alias
+        assert response.json["error"].startswith("invalid alias"), alias
     assert ModelRegistry(models_dir).aliases("mnist") == {"production": 1}

@@ -1,4 +1,7 @@
-"""Operations: /metrics (multiprocess), /openapi.json, the browsable page, access logs, limits, 503."""
+"""Operations: /metrics (multiprocess), /openapi.json, the browsable page, access logs, limits, 503.
+
+Metrics across workers, gunicorn's log and chunked bodies need real gunicorn (``api``/``start_api``);
+the document, the page and the probes are the app's answers (``client``)."""
 
 from __future__ import annotations
 
@@ -28,8 +31,8 @@ def test_metrics_aggregate_all_workers(api, digits):
     assert served and all(s.value == 1 for s in served) and all("pid" in s.labels for s in served)
 
 
-def test_openapi_document(api):
-    document = orjson.loads(requests.get(f"{api.url}/openapi.json", timeout=10).content)
+def test_openapi_document(client):
+    document = orjson.loads(client.get("/openapi.json").data)
     assert document["openapi"].startswith("3.")
     for path in ("/v1/models/{model}:predict", "/v1/models/{model}/versions/{version}:predict",
                  "/v1/models/{model}/labels/{alias}:predict", "/v1/models/{model}:predict_image",
@@ -41,16 +44,17 @@ def test_openapi_document(api):
     assert ref["schema"]["$ref"] == "#/components/schemas/PredictRequest"
 
 
-def test_browsable_page(api):
-    response = requests.get(api.url + "/", timeout=10)
+def test_browsable_page(client):
+    response = client.get("/")
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/html")
-    assert "<canvas" in response.text and "/v1/models/mnist:predict" in response.text
+    # The console's Try it page: the drawing pad, and the endpoint table naming the predict route.
+    assert "<canvas" in response.text and "<code>/v1/models/{model}:predict</code>" in response.text
 
 
-def test_health_endpoints(api):
-    assert requests.get(api.url + "/healthz", timeout=10).json() == {"status": "ok"}
-    assert requests.get(api.url + "/v2/health/live", timeout=10).status_code == 200
-    assert requests.get(api.url + "/v2/health/ready", timeout=10).status_code == 200
+def test_health_endpoints(client):
+    assert client.get("/healthz").json == {"status": "ok"}
+    assert client.get("/v2/health/live").status_code == 200
+    assert client.get("/v2/health/ready").status_code == 200
 
 
 def test_access_log_lines_are_json(api):

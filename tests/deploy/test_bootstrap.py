@@ -103,18 +103,19 @@ def test_existing_model_is_left_alone(tmp_path: Path, models_dir: Path) -> None:
 
 
 def test_trains_from_idx_files_in_data_dir(tmp_path: Path, mnist_dir: Path) -> None:
-    models = tmp_path / "models"
-    result = run_bootstrap(tmp_path, models, mnist_dir.parent)  # IDX files one folder below DATA_DIR
+    models, data = tmp_path / "models", tmp_path / "data"
+    shutil.copytree(mnist_dir, data / "mnist")  # IDX files one folder below DATA_DIR
+    result = run_bootstrap(tmp_path, models, data)
     assert result.returncode == 0, result.stderr
     versions, manifest = published(models)
     assert versions == [1]
     assert ModelRegistry(models).aliases("mnist") == {"production": 1}
-    assert manifest["dataset"]["train"]["source"].startswith(str(mnist_dir))
+    assert manifest["dataset"]["train"]["source"].startswith(str(data / "mnist"))
     assert manifest["hyperparameters"]["epochs"] == 2 and manifest["hyperparameters"]["hidden"] == [32]
     assert manifest["metrics"]["dev_accuracy"] > 0.8
     assert json.loads(result.stdout.strip().splitlines()[-1])["version"] == 1
     # a second run finds the model and does not train again
-    again = run_bootstrap(tmp_path, models, mnist_dir.parent)
+    again = run_bootstrap(tmp_path, models, data)
     assert again.returncode == 0 and published(models)[0] == [1]
 
 
@@ -137,10 +138,12 @@ def test_kaggle_train_csv_wins(tmp_path: Path, mnist: Dataset, mnist_dir: Path) 
 
 def test_no_data_and_no_download_says_what_to_put_where(tmp_path: Path) -> None:
     models, data = tmp_path / "models", tmp_path / "data"
+    data.mkdir()
     result = run_bootstrap(tmp_path, models, data)
     assert result.returncode == 2
     assert f"data folder {data}" in result.stderr
     assert "train.csv" in result.stderr and "train-images-idx3-ubyte" in result.stderr
+    assert "t10k-images-idx3-ubyte" in result.stderr  # every accepted layout is listed
     assert "MNIST_URLS" in result.stderr
     assert published(models)[0] == []
 
@@ -148,6 +151,7 @@ def test_no_data_and_no_download_says_what_to_put_where(tmp_path: Path) -> None:
 def test_download_from_local_mirror_skips_a_tampered_one(tmp_path: Path, mnist_dir: Path, tampered_mirror: str,
                                                          good_mirror: str) -> None:
     models, data = tmp_path / "models", tmp_path / "data"
+    data.mkdir()
     dead = f"http://127.0.0.1:{free_port()}/"
     result = run_bootstrap(tmp_path, models, data, MNIST_URLS=f"{dead},{tampered_mirror} {good_mirror}",
                            MNIST_SHA256=t10k_digests(mnist_dir))
@@ -166,6 +170,7 @@ def test_download_from_local_mirror_skips_a_tampered_one(tmp_path: Path, mnist_d
 def test_digest_mismatch_is_refused(tmp_path: Path, good_mirror: str) -> None:
     """The canonical train digests do not match t10k bytes: nothing is kept, nothing is trained."""
     models, data = tmp_path / "models", tmp_path / "data"
+    data.mkdir()
     result = run_bootstrap(tmp_path, models, data, MNIST_URLS=good_mirror)
     assert result.returncode == 2
     assert result.stderr.count("refused: SHA-256 mismatch") == 2  # one per file, each logged once
@@ -186,3 +191,60 @@ def test_mirror_list_setting() -> None:
     assert BootstrapSettings(mnist_urls="").mirrors() == list(DEFAULT_MIRRORS)  # compose passes "" when unset
     assert BootstrapSettings(mnist_urls="none").mirrors() == []
     assert BootstrapSettings(mnist_urls="http://a/x, http://b/y/").mirrors() == ["http://a/x/", "http://b/y/"]
+
+
+def test_a_missing_data_folder_is_named_and_nothing_is_created(tmp_path: Path, good_mirror: str) -> None:
+    """A typo in DATA_DIR: said as such, no downloads/ folder appears, no mirror is asked."""
+    typo = tmp_path / "shared" / "data" / "mnst"
+    result = run_bootstrap(tmp_path, tmp_path / "models", typo, MNIST_URLS=good_mirror)
+    assert result.returncode == 2
+    first = result.stderr.splitlines()[0]
+    assert f"the data folder {typo} (DATA_DIR) does not exist" in first
+    for layout in ("train.csv", "train-images-idx3-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        assert layout in result.stderr
+    assert "downloading" not in result.stderr
+    assert not typo.exists() and not typo.parent.exists()
+
+
+def test_mnist_train_files_win_over_the_shipped_t10k(tmp_path: Path, mnist_dir: Path, mirror_files: Path) -> None:
+    """data/ ships t10k; the user's 60,000-digit train-* pair one folder below is what trains."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(mnist_dir / name, data / name)
+    shutil.copytree(mirror_files, data / "full")  # train-* names
+    (data / "half").mkdir()  # an images file without its labels is no candidate
+    shutil.copy(mnist_dir / "t10k-images-idx3-ubyte.gz", data / "half" / "train-images-idx3-ubyte.gz")
+    models = tmp_path / "models"
+    result = run_bootstrap(tmp_path, models, data)
+    assert result.returncode == 0, result.stderr
+    assert published(models)[1]["dataset"]["train"]["source"] == str(data / "full" / "train-images-idx3-ubyte.gz")
+
+
+def test_the_shipped_data_folder_trains_a_first_model(tmp_path: Path) -> None:
+    """The repository's data/ (make run's and compose's default) is enough on its own, offline."""
+    models = tmp_path / "models"
+    result = run_bootstrap(tmp_path, models, REPO_ROOT / "data")
+    assert result.returncode == 0, result.stderr
+    plan = next(line for line in result.stderr.splitlines() if "training the first" in line)
+    assert "10,000 digits" in plan and "each epoch is logged" in plan
+    assert published(models)[1]["metrics"]["dev_accuracy"] > 0.8
+    assert not (REPO_ROOT / "data" / "downloads").exists()
+
+
+def test_training_plan_says_about_how_long(mnist_dir: Path) -> None:
+    from trainer.bootstrap import training_plan
+
+    plan = training_plan(mnist_dir, "mnist", "")
+    assert "10,000 digits" in plan and "about " in plan and "on two idle cores" in plan
+    assert "TRAIN_ARGS='--epochs 3'" in training_plan(mnist_dir, "mnist", "--epochs 3")
+
+
+def test_a_bad_setting_is_said_first_and_short(tmp_path: Path) -> None:
+    """Not pydantic's report that repeats every input value: the variable and what is wrong."""
+    for env in ({"MAX_INSTANCES": "many"}, {"DOWNLOAD_TIMEOUT": "soon"}):
+        result = run_bootstrap(tmp_path, tmp_path / "models", tmp_path, **env)
+        assert result.returncode == 2
+        name = next(iter(env))
+        assert result.stderr.startswith(f"[bootstrap] error: invalid setting {name}: "), result.stderr
+        assert "input_value" not in result.stderr and len(result.stderr.splitlines()[0]) < 160

@@ -1,5 +1,6 @@
 """docker-compose for real: build, first model from mounted MNIST, predict, score, retrain, a worker
-killed mid-job, ``down -v``.
+killed mid-job, slow clients held off by the proxy, ``down -v``; and a first ``up`` that cannot
+train says so instead of failing silently.
 
 Needs a Docker engine (``eval "$(../shared/tools/docker-sandbox start)"``); skipped otherwise.
 Each run uses its own compose project, env file, port and image tag, and removes its
@@ -14,7 +15,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ import requests
 
 from core.datasets import Dataset
 from tests.deploy.helpers import predict_accuracy, score_round_trip, submit_retrain, wait_for_job
+from tests.deploy.proxy import slow_client_scenario
 from tests.support import REPO_ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.docker
@@ -29,6 +31,7 @@ pytestmark = pytest.mark.docker
 API_KEY = "compose-test-key"
 TINY = "--epochs 2 --hidden 32 --dropout 0 --augment-shift 0 --early-stopping 0 --lr-schedule constant"
 # Long enough (tens of seconds on 2 cores) that the worker can be killed while it trains.
+PROXY_TIMEOUT = 3  # the proxy's header and body timeouts in this test, seconds
 RETRAIN = {"hidden": [512, 256], "epochs": 12, "dropout": 0.0, "augment_shift": 1, "early_stopping": 0, "seed": 5}
 
 
@@ -47,17 +50,19 @@ def docker_unavailable() -> str | None:
 
 
 class Stack:
-    def __init__(self, tmp_path: Path, mnist_dir: Path) -> None:
+    def __init__(self, tmp_path: Path, mnist_dir: Path, *extra_env: str) -> None:
         suffix = uuid.uuid4().hex[:8]
         self.project = f"mnisttest{suffix}"
         self.port = free_port()
-        self.env_file = tmp_path / "compose.env"
+        self.env_file = tmp_path / f"{self.project}.env"
+        self.images = [f"mnist-serve-test:{suffix}", f"mnist-serve-proxy-test:{suffix}"]
         self.env_file.write_text("\n".join([
             f"API_KEY={API_KEY}", f"API_PORT={self.port}", f"DATA_PATH={mnist_dir}", f"TRAIN_ARGS={TINY}",
-            f"IMAGE=mnist-serve-test:{suffix}", "WEB_CONCURRENCY=2", "WORKER_STOP_GRACE_PERIOD=10s",
-            "JOB_MONITORING_INTERVAL=2", "JOB_HEARTBEAT_GRACE=3", "WORKER_MAINTENANCE_INTERVAL=3", "JOB_RETRIES=2",
+            f"IMAGE={self.images[0]}", f"PROXY_IMAGE={self.images[1]}", "WEB_CONCURRENCY=2",
+            "WORKER_STOP_GRACE_PERIOD=10s", "JOB_MONITORING_INTERVAL=2", "JOB_HEARTBEAT_GRACE=3",
+            "WORKER_MAINTENANCE_INTERVAL=3", "JOB_RETRIES=2",
+            f"PROXY_HEADER_TIMEOUT={PROXY_TIMEOUT}", f"PROXY_BODY_TIMEOUT={PROXY_TIMEOUT}", *extra_env,
         ]) + "\n")
-        self.image = f"mnist-serve-test:{suffix}"
         self.timings: dict[str, float] = {}
 
     @property
@@ -80,6 +85,12 @@ class Stack:
                              text=True, timeout=30, check=True)
         return json.loads(out.stdout)
 
+    def published_ports(self, service: str) -> list[int]:
+        out = subprocess.run(["docker", "inspect", "--format", "{{json .NetworkSettings.Ports}}",
+                              *self.containers(service)], capture_output=True, text=True, timeout=30, check=True)
+        return [int(b["HostPort"]) for line in out.stdout.split() for bindings in json.loads(line).values()
+                for b in bindings or []]
+
     def leftovers(self) -> dict[str, list[str]]:
         label = f"label=com.docker.compose.project={self.project}"
         found = {}
@@ -91,22 +102,33 @@ class Stack:
 
     def down(self) -> None:
         self.compose("down", "-v", "--remove-orphans", "--timeout", "10", check=False)
-        subprocess.run(["docker", "image", "rm", "-f", self.image], capture_output=True, timeout=60)
+        subprocess.run(["docker", "image", "rm", "-f", *self.images], capture_output=True, timeout=60)
 
 
 @pytest.fixture()
-def stack(tmp_path: Path, mnist_dir: Path) -> Iterator[Stack]:
+def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     reason = docker_unavailable()
     if reason and os.environ.get("REQUIRE_DOCKER"):  # .ci/run started an engine: not running is a failure
         pytest.fail(reason)
     if reason:
         pytest.skip(reason)
-    stack = Stack(tmp_path, mnist_dir)
+    stacks: list[Stack] = []
+
+    def make(data_path: Path, *extra_env: str) -> Stack:
+        stacks.append(Stack(tmp_path, data_path, *extra_env))
+        return stacks[-1]
+
     try:
-        yield stack
+        yield make
     finally:
-        stack.down()
-    print(f"\ncompose timings: {json.dumps({k: round(v, 1) for k, v in stack.timings.items()})}")
+        for stack in stacks:
+            stack.down()
+            print(f"\ncompose timings: {json.dumps({k: round(v, 1) for k, v in stack.timings.items()})}")
+
+
+@pytest.fixture()
+def stack(make_stack: Callable[..., Stack], mnist_dir: Path) -> Stack:
+    return make_stack(mnist_dir)
 
 
 def test_compose_stack_end_to_end(stack: Stack, mnist: Dataset) -> None:
@@ -130,8 +152,18 @@ def test_compose_stack_end_to_end(stack: Stack, mnist: Dataset) -> None:
     accuracy, version = predict_accuracy(stack.url, mnist, slice(9000, 9200))
     stack.timings["cold_start_to_first_prediction_seconds"] = time.monotonic() - started
     assert version == 1 and accuracy > 0.8
-    wait_until(lambda: stack.state(stack.containers("api")[0]).get("Health", {}).get("Status") == "healthy", 60,
-               "the api container's /readyz healthcheck")
+    for service in ("api", "proxy"):
+        wait_until(lambda s=service: stack.state(stack.containers(s)[0]).get("Health", {}).get("Status") == "healthy",
+                   60, f"the {service} container's /readyz healthcheck")
+    # Only the proxy is published: gunicorn is out of reach of slow clients.
+    assert stack.published_ports("api") == [] and stack.published_ports("proxy") == [stack.port]
+
+    # 32 slow sockets (4 x gunicorn's 2 x 4 threads) trickling headers and bodies: predictions
+    # still answered, and the proxy closes the slow sockets after its timeouts.
+    result = slow_client_scenario(stack.port, mnist.X[:1].astype(int).tolist(), 32, seconds=8, request_timeout=5,
+                                  body_interval=PROXY_TIMEOUT + 2)
+    assert result.attempts >= 10 and result.success_fraction >= 0.95, result
+    assert min(map(len, result.slow.seconds_to_close.values())) >= 16, result.slow
 
     # The trainer is idempotent: with a model published it does nothing and exits 0.
     again = stack.compose("run", "--rm", "trainer")
@@ -157,5 +189,28 @@ def test_compose_stack_end_to_end(stack: Stack, mnist: Dataset) -> None:
     wait_until(lambda: predict_accuracy(stack.url, mnist, slice(0, 100))[1] == 2, 30,
                "the API to serve the retrained version")
 
+    # A recreated api container (new address) is found again by the running proxy.
+    old_api = stack.containers("api")
+    stack.compose("up", "-d", "--no-deps", "--force-recreate", "api")
+    assert stack.containers("api") != old_api
+    wait_until(answers, 120, "the recreated api through the same proxy", interval=0.5)
+
     stack.down()
     assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
+
+
+def test_first_up_that_cannot_train_fails_loudly(make_stack: Callable[..., Stack], tmp_path: Path) -> None:
+    """Issue 9 (5): no silent failure and no root-owned DATA_PATH created by Docker."""
+    missing = tmp_path / "no-such-folder"
+    result = make_stack(missing).compose("up", "-d", "--build", check=False)
+    assert result.returncode != 0
+    assert "bind source path does not exist" in result.stderr, result.stderr
+    assert not missing.exists()
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    stack = make_stack(empty, "MNIST_URLS=none")
+    result = stack.compose("up", "-d", "--build", check=False)
+    assert result.returncode != 0 and "exited with code 2" in result.stderr, result.stderr
+    assert "no training data for the first model" in stack.compose("logs", "--no-color", "trainer").stdout
+    assert stack.containers("api") == [] and stack.containers("proxy") == []  # nothing half-up answering 502

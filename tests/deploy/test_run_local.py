@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -63,7 +64,7 @@ class Launcher:
         self.env = {**os.environ, key: value, "API_PORT": str(self.port), "RUN_DIR": str(self.run_dir),
                     "MODELS_DIR": str(self.models), "JOBS_DIR": str(tmp_path / "jobs"), "DATA_DIR": str(mnist_dir),
                     "TRAIN_ARGS": TINY, "API_KEY": "local-key", "WORKERS": "1", "STOP_TIMEOUT": "20",
-                    "WEB_CONCURRENCY": "2", "RELOAD_INTERVAL": "0.2"}
+                    "WEB_CONCURRENCY": "2", "RELOAD_INTERVAL": "0.2", "PROXY_HEADER_TIMEOUT": "2"}
         self.env.pop("REDIS_URL", None)
         self.proc: subprocess.Popen | None = None
 
@@ -71,12 +72,13 @@ class Launcher:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        # A terminal delivers SIGINT with its default action; undo any "ignored" inherited from CI.
-        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen([str(REPO_ROOT / "deploy" / "run-local")], cwd=REPO_ROOT, env=self.env,
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    def start(self, command: list[str] | None = None, sigint: signal.Handlers = signal.SIG_DFL) -> None:
+        """Start ``command`` (default: the launcher itself) and wait until the API answers.
+
+        A terminal delivers SIGINT with its default action; ``sigint`` sets what the child
+        inherits (SIG_IGN is what a script's ``cmd &`` gives it), overriding CI's own setting.
+        """
+        self.spawn(command, sigint)
 
         def ready() -> bool:
             if self.proc.poll() is not None:
@@ -88,8 +90,31 @@ class Launcher:
 
         wait_until(ready, 120, "run-local to answer /readyz", interval=0.3)
 
+    def spawn(self, command: list[str] | None = None, sigint: signal.Handlers = signal.SIG_DFL) -> subprocess.Popen:
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(command or [str(REPO_ROOT / "deploy" / "run-local")], cwd=REPO_ROOT,
+                                         env=self.env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT,
+                                         preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
+        return self.proc
+
+    def run_second(self, **env: str) -> subprocess.CompletedProcess[str]:
+        """Another launcher with the same settings (plus ``env``), run to its end."""
+        return subprocess.run([str(REPO_ROOT / "deploy" / "run-local")], cwd=REPO_ROOT, env={**self.env, **env},
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL for anything the launcher left behind."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.kill_leftovers()
 
     def kill_leftovers(self) -> None:
         recorded = self.run_dir / "pids"
@@ -105,13 +130,7 @@ def launcher(tmp_path: Path, mnist_dir: Path) -> Iterator[Launcher]:
     try:
         yield launcher
     finally:
-        if launcher.proc is not None and launcher.proc.poll() is None:
-            launcher.proc.send_signal(signal.SIGTERM)
-            try:
-                launcher.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                launcher.proc.kill()
-        launcher.kill_leftovers()
+        launcher.stop()
 
 
 def test_run_local_serves_scores_and_stops_on_ctrl_c(launcher: Launcher, mnist: Dataset) -> None:
@@ -121,15 +140,25 @@ def test_run_local_serves_scores_and_stops_on_ctrl_c(launcher: Launcher, mnist: 
     assert version == 1 and accuracy > 0.8
     assert score_round_trip(launcher.url, mnist, slice(9500, 9800), timeout=90) > 0.8
 
-    pids = [int(p) for p in (launcher.run_dir / "pids").read_text().split()]  # redis, gunicorn, RQ worker
-    assert len(pids) == 3 and all(alive(pid) for pid in pids)
+    # Clients reach gunicorn through nginx only: a header that never ends is cut off after
+    # PROXY_HEADER_TIMEOUT (2 s here; bound generous), and nginx's own errors are JSON.
+    with socket.create_connection(("127.0.0.1", launcher.port), timeout=30) as sock:
+        sock.sendall(b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+        with contextlib.suppress(ConnectionResetError):
+            assert sock.recv(4096) == b""
+    too_long = requests.get(launcher.url + "/healthz", headers={"X-Big": "x" * 20_000}, timeout=10)
+    assert too_long.status_code == 431 and "error" in too_long.json()
+    assert (launcher.run_dir / "nginx" / "nginx.conf").exists()
+
+    pids = [int(p) for p in (launcher.run_dir / "pids").read_text().split()]  # redis, gunicorn, nginx, RQ worker
+    assert len(pids) == 4 and all(alive(pid) for pid in pids)
     assert len(marked_pids(launcher.marker)) >= 4  # launcher, gunicorn master + 2 workers, RQ worker
 
     launcher.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
     assert launcher.proc.wait(60) == 0, launcher.log()
     wait_until(lambda: not marked_pids(launcher.marker) and not any(map(alive, pids)), 10,
                "every launched process to exit")
-    assert "[run-local] stopped" in launcher.log()
+    assert "[run-local] stopped" in launcher.log(), launcher.log()
     with pytest.raises(requests.ConnectionError):
         requests.get(launcher.url + "/healthz", timeout=2)
 
@@ -147,6 +176,7 @@ def test_second_start_reuses_the_model(launcher: Launcher, mnist: Dataset) -> No
 
 
 def test_no_training_data_stops_everything_with_the_message(launcher: Launcher, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
     launcher.env.update({"DATA_DIR": str(tmp_path / "empty"), "MNIST_URLS": "none"})
     with pytest.raises(RuntimeError, match="exited with 2"):
         launcher.start()
@@ -155,3 +185,104 @@ def test_no_training_data_stops_everything_with_the_message(launcher: Launcher, 
     assert "[run-local] stopped" in log  # the redis-server it had started was stopped too
     assert not marked_pids(launcher.marker)
     assert not (launcher.run_dir / "pids").exists()
+
+
+def assert_all_stopped(launcher: Launcher, pids: list[int]) -> None:
+    wait_until(lambda: not marked_pids(launcher.marker) and not any(map(alive, pids)), 10,
+               "every launched process to exit")
+    assert "[run-local] stopped" in launcher.log(), launcher.log()
+
+
+def test_a_second_launcher_refuses_before_touching_anything(launcher: Launcher, mnist: Dataset) -> None:
+    """Same RUN_DIR: no false "ready", no second redis on the AOF folder, the first copy's pids kept."""
+    launcher.start()
+    pids_file = launcher.run_dir / "pids"
+    before_pids = pids_file.read_text()
+
+    second = launcher.run_second()
+    assert second.returncode == 1, second.stderr
+    assert "ready:" not in second.stderr
+    first_line = second.stderr.splitlines()[0]
+    assert "already running" in first_line and f"launcher pid {launcher.proc.pid}" in first_line
+    assert f"127.0.0.1:{launcher.port}" in first_line and f"kill {launcher.proc.pid}" in second.stderr
+    assert pids_file.read_text() == before_pids  # nothing started, nothing deleted
+    assert predict_accuracy(launcher.url, mnist, slice(0, 20))[1] == 1  # the first copy still serves
+
+    pids = [int(p) for p in before_pids.split()]
+    launcher.proc.send_signal(signal.SIGINT)
+    assert launcher.proc.wait(60) == 0, launcher.log()
+    assert_all_stopped(launcher, pids)
+    assert not (launcher.run_dir / "launcher").exists()
+
+
+def test_a_busy_port_is_reported_before_anything_starts(launcher: Launcher) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", launcher.port))
+        busy.listen()
+        result = launcher.run_second()
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"[run-local] port {launcher.port} is in use"), result.stderr
+    assert "API_PORT=" in result.stderr
+    assert not (launcher.run_dir / "redis").exists() and not launcher.models.exists()  # no redis, no training
+
+
+def test_a_fresh_checkout_hears_of_a_busy_port_before_the_install(tmp_path: Path) -> None:
+    """`make run` in a clone with no .venv yet: the port is checked first, not after a minute of pip."""
+    checkout = tmp_path / "fresh"
+    (checkout / "deploy").mkdir(parents=True)
+    for name in ("Makefile", "pyproject.toml", "deploy/run-local"):
+        (checkout / name).write_bytes((REPO_ROOT / name).read_bytes())
+    (checkout / "deploy" / "run-local").chmod(0o755)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "RUN_DIR", "MAKE"))}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        result = subprocess.run(["make", "run", f"API_PORT={port}"], cwd=checkout, capture_output=True, text=True,
+                                timeout=60, env={**env, "API_PORT": str(port)})
+    assert result.returncode != 0
+    assert f"[run-local] port {port} is in use" in result.stderr, result.stderr
+    assert not (checkout / ".venv").exists()  # refused before `make install` created anything
+
+
+def test_sigint_to_make_run_stops_every_child(launcher: Launcher) -> None:
+    """make keeps SIGINT to itself and waits; the launcher must notice and stop everything."""
+    # -o: never reinstall the venv in a test, even when pyproject.toml is newer than it
+    launcher.start(["make", "-s", "-o", ".venv/bin/activate", "run"])
+    pids = [int(p) for p in (launcher.run_dir / "pids").read_text().split()]
+    assert len(pids) == 4
+    make = launcher.proc
+    make.send_signal(signal.SIGINT)
+    assert make.wait(60) in (-signal.SIGINT, 0, 130), launcher.log()
+    assert_all_stopped(launcher, pids)
+
+
+def test_sigint_stops_a_launcher_started_with_sigint_ignored(launcher: Launcher) -> None:
+    """A script's `deploy/run-local &` hands it SIGINT ignored; `kill -INT $!` must still stop it."""
+    launcher.start(sigint=signal.SIG_IGN)
+    pids = [int(p) for p in (launcher.run_dir / "pids").read_text().split()]
+    launcher.proc.send_signal(signal.SIGINT)
+    assert launcher.proc.wait(60) == 0, launcher.log()
+    assert_all_stopped(launcher, pids)
+
+
+def test_sigint_during_the_first_training_stops_at_once(launcher: Launcher) -> None:
+    """The bootstrap trains for minutes here; a signal must not wait for it to finish."""
+    launcher.env["TRAIN_ARGS"] = "--epochs 200 --early-stopping 0"
+    proc = launcher.spawn()
+    wait_until(lambda: "training the first" in launcher.log(), 60, "the first training to start", interval=0.2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0, launcher.log()  # a generous bound: the point is "not after 200 epochs"
+    assert_all_stopped(launcher, [])
+    assert ModelRegistry(launcher.models).versions("mnist") == []
+
+
+def test_an_empty_api_key_gets_a_generated_one(launcher: Launcher) -> None:
+    """`API_KEY= make run` is "unset": the launcher's generated key, which then works for promotion."""
+    launcher.env["API_KEY"] = ""
+    launcher.start()
+    key = (launcher.run_dir / "api-key").read_text().strip()
+    assert len(key) >= 32 and "API_KEY not set" in launcher.log()
+    response = requests.put(launcher.url + "/v1/models/mnist/aliases/production", json={"version": 1},
+                            headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert response.status_code == 200, response.text

@@ -7,11 +7,13 @@ so an abandoned job is retried within seconds.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,11 +30,14 @@ from tests.conftest import API_KEY
 from tests.support import REPO_ROOT, GunicornServer, RedisServer, stop_process, wait_until
 
 _databases = itertools.cycle(range(1, 16))
+FINAL = ("finished", "failed", "canceled")
 
 # Short intervals: heartbeat every second, abandoned 2 s after a missed one, idle workers
 # clean up every 2 s. Production defaults are 10 s / 30 s / 60 s.
 FAST_WORKER_ENV = {"JOB_MONITORING_INTERVAL": "1", "JOB_HEARTBEAT_GRACE": "2", "WORKER_MAINTENANCE_INTERVAL": "2",
-                   "JOB_RETRIES": "2", "SCORING_CHUNK_ROWS": "1000", "LOG_LEVEL": "INFO"}
+                   "JOB_RETRIES": "2", "SCORING_CHUNK_ROWS": "1000", "LOG_LEVEL": "INFO",
+                   # one job per upload unless a test shards on purpose (tests/jobs/test_shards.py)
+                   "SCORING_SHARD_BYTES": "0"}
 
 
 def write_kaggle_csv(path: Path, X: np.ndarray, y: np.ndarray | None = None) -> Path:
@@ -123,6 +128,34 @@ class Stack:
             logs = "\n".join(self.worker_log(n)[-3000:] for n in self.workers)
             raise AssertionError(f"{exc}; last status {seen}; worker logs:\n{logs}") from None
         return seen
+
+
+class StatusWatch:
+    """Polls a job's public status in a thread and records every change."""
+
+    def __init__(self, stack: Stack, job_id: str) -> None:
+        self.stack, self.job_id = stack, job_id
+        self.seen: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(requests.RequestException, AssertionError):
+                status = self.stack.status(self.job_id)["status"]
+                if not self.seen or self.seen[-1] != status:
+                    self.seen.append(status)
+            time.sleep(0.05)
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(10)
+        return self.seen
+
+    def left_a_final_state(self) -> bool:
+        first_final = next((i for i, s in enumerate(self.seen) if s in FINAL), None)
+        return first_final is not None and len(set(self.seen[first_final:])) > 1
 
 
 def horse_pids(parent: int) -> list[int]:

@@ -55,10 +55,12 @@ def test_cancel_running_retrain_publishes_nothing(make_stack, mnist):
 
 def test_worker_killed_mid_retrain_job_completes_exactly_once(make_stack, mnist):
     stack = make_stack(workers=0)
-    save_npz(stack.data_dir / "digits.npz", mnist, 1000)
+    save_npz(stack.data_dir / "digits.npz", mnist, 4000)
     first = stack.start_worker("training")
+    # Wide enough that 12 epochs take seconds, not the ~60 ms in which a quiet machine finished the
+    # whole job before the 0.1 s poll could see it running.
     job_id = stack.submit_train({"dataset": "digits.npz", "promote": "never",
-                                 "config": {**LONG, "epochs": 12}}).json()["job_id"]
+                                 "config": {**LONG, "hidden": [256], "epochs": 12}}).json()["job_id"]
     stack.wait(job_id, ("started",), until=lambda s: s.get("epoch", 0) >= 2)
     assert Job.fetch(job_id, connection=stack.redis()).worker_name == first
     kill_worker_and_horse(stack.workers[first])
@@ -154,3 +156,63 @@ def test_retrain_on_too_few_rows_fails_at_once_without_retries(make_stack, mnist
     assert "2 row(s) cannot be split into training and dev rows with dev fraction 0.8" in status["error"]
     assert str(stack.data_dir) not in status["error"]
     assert ModelRegistry(stack.models_dir).versions("mnist") == [1, 2]
+
+
+def test_upload_deleted_when_the_job_ends_result_kept(make_stack, mnist, tmp_path: Path):
+    """finished, failed on bad data, finished retrain from an upload: the input goes, the result stays."""
+    stack = make_stack()
+    good = stack.submit_csv(write_kaggle_csv(tmp_path / "good.csv", mnist.X[:30])).json()["job_id"]
+    bad_path = write_kaggle_csv(tmp_path / "bad.csv", mnist.X[:30])
+    lines = bad_path.read_text().splitlines()
+    lines[3] = "abc" + lines[3][1:]
+    bad_path.write_text("\n".join(lines) + "\n")
+    bad = stack.submit_csv(bad_path).json()["job_id"]
+    save_npz(tmp_path / "digits.npz", mnist, 300)
+    with open(tmp_path / "digits.npz", "rb") as fh:
+        trained = requests.post(stack.url + "/v1/jobs/train", headers=AUTH, timeout=30,
+                                files={"file": ("digits.npz", fh)},
+                                data={"config": '{"epochs": 1, "hidden": [16]}', "promote": "never"}).json()["job_id"]
+
+    assert stack.wait(good)["status"] == "finished"
+    assert sorted(p.name for p in (stack.jobs_dir / good).iterdir()) == ["result.csv"]
+    failed = stack.wait(bad)
+    assert failed["status"] == "failed" and "line 4, column 1 (pixel0)" in failed["error"], failed
+    assert not (stack.jobs_dir / bad).exists()  # no result, no upload: nothing left
+    assert stack.wait(trained, timeout=120)["status"] == "finished"
+    assert not (stack.jobs_dir / trained).exists()
+    assert requests.get(f"{stack.url}/v1/jobs/{good}/result", timeout=10).status_code == 200
+
+
+def test_unexpected_error_says_what_failed_without_server_paths(make_stack, mnist, tmp_path: Path):
+    """An exception the job does not expect (here: the upload is a directory) is retried, then
+    fails with a message in user terms; the details stay in the worker log."""
+    stack = make_stack(workers=0)
+    job_id = stack.submit_csv(write_kaggle_csv(tmp_path / "t.csv", mnist.X[:20])).json()["job_id"]
+    upload = stack.jobs_dir / job_id / "upload.csv"
+    upload.unlink()
+    (tmp_path / "a-directory").mkdir()
+    upload.symlink_to(tmp_path / "a-directory")
+    worker = stack.start_worker("scoring")
+    status = stack.wait(job_id)
+    assert status["status"] == "failed" and status["retries_left"] == 0, status
+    # The same error on the last attempt as on the first: the upload was kept while retries remained.
+    assert status["error"] == f"internal error while scoring; see the worker log, job id {job_id}", status
+    assert str(tmp_path) not in str(status) and "Errno" not in status["error"]
+    assert "IsADirectoryError" in stack.worker_log(worker)  # the details, for the operator
+    assert not upload.is_symlink()  # the job has ended: its upload is gone
+
+
+def test_abandoned_job_without_retry_left_fails_in_user_terms_and_drops_its_upload(make_stack, mnist,
+                                                                                    tmp_path: Path):
+    """RQ's abandoned-job cleanup fails a job for good without the job's own code: maintenance
+    then gives it a message in user terms (not RQ's 'AbandonedJobError') and deletes its upload."""
+    stack = make_stack(workers=0, JOB_RETRIES="0")
+    first = stack.start_worker("scoring")
+    job_id = stack.submit_csv(write_kaggle_csv(tmp_path / "t.csv", np.tile(mnist.X, (5, 1)))).json()["job_id"]
+    stack.wait(job_id, ("started",), until=lambda s: s.get("rows_scored", 0) >= 1000)
+    kill_worker_and_horse(stack.workers[first])
+    stack.start_worker("scoring")
+    status = stack.wait(job_id, timeout=60, until=lambda s: "stopped before it ended" in (s["error"] or ""))
+    assert status["status"] == "failed" and "AbandonedJobError" not in status["error"], status
+    assert status["error"].endswith(f"see the worker logs, job id {job_id}")
+    wait_until(lambda: not (stack.jobs_dir / job_id / "upload.csv").exists(), 30, "the upload to be deleted")

@@ -108,7 +108,7 @@ def test_if_better_keeps_a_rollback_made_during_the_evaluation(models_dir: Path,
 
     monkeypatch.setattr(retraining, "evaluate", evaluate_then_roll_back)
     data = save_npz(tmp_path / "digits.npz", mnist, 3000)
-    summary = retraining.retrain("job-rollback-race", str(data), SMALL)
+    summary = retraining.retrain("job-rollback-race", data=str(data), config=SMALL)
     assert summary["produced_version"] == 3 and summary["production_version"] == 2
     assert summary["dev"]["accuracy"] > summary["production_dev"]["accuracy"]  # it would have been promoted
     assert summary["promoted"] is False, summary

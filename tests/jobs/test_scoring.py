@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +15,10 @@ import requests
 
 from core.datasets import PIXEL_COLUMNS
 from core.registry import ModelRegistry
+from core.settings import Settings
 from tests.conftest import API_KEY
 from tests.jobs.conftest import write_kaggle_csv
+from worker.scoring import read_ahead
 
 ROWS = 10_000  # the whole real test split; v1 scores ~0.91 on it
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -41,8 +47,8 @@ def test_score_kaggle_test_csv_round_trip(make_stack, mnist, tmp_path: Path):
     # The worker ran the very forward pass the API serves: same labels as v1 loaded here.
     direct, _ = ModelRegistry(stack.models_dir).load("mnist", version=1).predict(mnist.X[:ROWS])
     assert (table["Label"].to_numpy() == direct).all()
-    # Exactly one result file and no temporaries left in the job's directory.
-    assert sorted(p.name for p in (stack.jobs_dir / body["job_id"]).iterdir()) == ["result.csv", "upload.csv"]
+    # Exactly one result file, no temporaries, and the upload deleted now that the job has ended.
+    assert sorted(p.name for p in (stack.jobs_dir / body["job_id"]).iterdir()) == ["result.csv"]
 
     listed = requests.get(stack.url + "/v1/jobs", headers=AUTH, timeout=10).json()["jobs"]
     assert [job["job_id"] for job in listed] == [body["job_id"]]
@@ -127,7 +133,7 @@ def test_malformed_csvs_fail_with_place_and_publish_nothing(make_stack, mnist):
             assert word in status["error"], (case, word, status["error"])
         assert str(stack.jobs_dir) not in status["error"]  # no server paths in messages
         assert status["retries_left"] == 0, case  # bad data is not retried
-        assert [p.name for p in (stack.jobs_dir / job_id).iterdir()] == ["upload.csv"], case  # no result, no temp
+        assert not (stack.jobs_dir / job_id).exists(), case  # no result, no temp; the ended job's upload is gone
         result = requests.get(f"{stack.url}/v1/jobs/{job_id}/result", timeout=10)
         assert result.status_code == 409 and "failed" in result.json()["error"], case
 
@@ -215,3 +221,67 @@ def test_upload_over_limit_is_413_and_leaves_nothing(make_stack, mnist, tmp_path
                              timeout=10)
     assert response.status_code == 413, response.text
     assert not stack.jobs_dir.exists() or not any(stack.jobs_dir.iterdir())
+
+
+def test_status_wait_returns_when_the_job_ends(make_stack, mnist, tmp_path: Path):
+    """``GET /v1/jobs/<id>?wait=30``: one request that answers once the job is final, no polling loop."""
+    stack = make_stack(workers=0)
+    job_id = stack.submit_csv(write_kaggle_csv(tmp_path / "t.csv", mnist.X[:50])).json()["job_id"]
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(requests.get, f"{stack.url}/v1/jobs/{job_id}", params={"wait": "30"}, timeout=60)
+        stack.start_worker()  # the job can only run after the request above was sent
+        response = waiting.result()
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "finished" and response.json()["rows_scored"] == 50, response.text
+    # A final job answers at once whatever the wait; a bad wait is a 400 naming the parameter.
+    assert requests.get(f"{stack.url}/v1/jobs/{job_id}", params={"wait": "30"}, timeout=5).json()["status"] == \
+        "finished"
+    for bad in ("abc", "-1", "31", "nan", "inf"):
+        response = requests.get(f"{stack.url}/v1/jobs/{job_id}", params={"wait": bad}, timeout=5)
+        assert response.status_code == 400 and "wait: expected seconds from 0 to 30" in response.json()["error"], bad
+
+
+def test_waiting_requests_leave_threads_for_predictions(make_stack, mnist, tmp_path: Path):
+    """Each waiting request holds a gunicorn thread: as many waits as the API has threads (2 workers x
+    4) must not stop it from answering a prediction (at most 2 waits per process, the rest answer at once)."""
+    stack = make_stack(workers=0)
+    job_id = stack.submit_csv(write_kaggle_csv(tmp_path / "t.csv", mnist.X[:5])).json()["job_id"]
+    with ThreadPoolExecutor(8) as pool:
+        waits = [pool.submit(requests.get, f"{stack.url}/v1/jobs/{job_id}", params={"wait": "15"}, timeout=60)
+                 for _ in range(8)]
+        time.sleep(1)  # let the waits reach the server first
+        # "Did not hang" bound: without the cap this prediction waits for a thread for ~15 s.
+        predicted = requests.post(stack.url + "/v1/models/mnist:predict", json={"instances": [[0] * 784]}, timeout=8)
+        assert predicted.status_code == 200, predicted.text
+        assert all(wait.result().json()["status"] == "queued" for wait in waits)
+
+
+def test_prefetch_off_scores_the_same_bytes(make_stack, mnist, tmp_path: Path):
+    """SCORING_PREFETCH=false (one thread per job, for one worker per core) changes nothing in the result."""
+    csv_path = write_kaggle_csv(tmp_path / "test.csv", mnist.X[:3500])  # 4 chunks of SCORING_CHUNK_ROWS=1000
+    with_thread = make_stack(SCORING_PREFETCH="true")
+    without = make_stack(SCORING_PREFETCH="false")
+    for params in ({}, {"probabilities": "true"}):
+        results = []
+        for stack in (with_thread, without):
+            job_id = stack.submit_csv(csv_path, **params).json()["job_id"]
+            status = stack.wait(job_id)
+            assert status["status"] == "finished" and status["rows_scored"] == 3500, status
+            results.append(requests.get(stack.url + status["result_url"], timeout=30).content)
+        assert results[0] == results[1] and len(results[0].splitlines()) == 3501
+
+
+def test_read_ahead_runs_a_reader_thread_only_when_prefetch_is_on():
+    def chunks() -> Iterator[int]:
+        yield from range(5)
+
+    def readers() -> int:
+        return sum(thread.name == "csv-reader" for thread in threading.enumerate())
+
+    before = readers()
+    off = read_ahead(chunks(), Settings(scoring_prefetch=False))
+    assert next(off) == 0 and readers() == before  # read in this thread, as it is consumed
+    assert list(off) == [1, 2, 3, 4]
+    on = read_ahead(chunks(), Settings(scoring_prefetch=True))
+    assert next(on) == 0 and readers() == before + 1  # the reader waits on the bounded hand-off
+    assert list(on) == [1, 2, 3, 4]
