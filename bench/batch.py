@@ -1,18 +1,30 @@
-"""Batch scoring benchmark: the full job (upload, queue, worker, result) against the raw limit.
+"""Batch scoring benchmark: the full job (upload, queue, workers, result) against the raw limit.
 
-    .venv/bin/python -m bench.batch [--rows 100000 | --rows 1000000]
+    nice -n 10 .venv/bin/python -m bench.batch [--rows 1000000] [--workers 1 2 4] [--shards 16] [--no-prefetch]
 
-(a) raw limit: pandas reads the CSV and one numpy forward pass scores every row;
-(b) full job: POST the CSV to gunicorn, RQ on a private redis-server, ``python -m worker``
-    scores it in chunks, then the result CSV is downloaded.
-Prints rows/s of each, the ratio (b)/(a) (goal >= 0.7) and the work horse's peak RSS
-(VmHWM, recorded by the job; goal < 400 MB for 1,000,000 rows). Digits are real MNIST
-rows repeated, so the file has the size and sparsity of a Kaggle test.csv.
+(a) raw limit: pandas reads the CSV and one numpy forward pass scores every row, one thread;
+(b) one unsharded job (SCORING_SHARD_BYTES=0) on one worker: its reader thread parses while
+    the forward pass runs (issue 12 goal 5: >= 0.9 of (a));
+(c) the same CSV as a sharded job (about ``--shards`` shards) on 1, 2, 4 workers: rows/s from
+    submission to result, the scoring time alone (job created -> ended, the upload excluded),
+    the ratio to 1 worker (issue 14: 2 workers >= 1.7x, 4 no slower than 2), the work horses'
+    peak RSS, and per-shard cost and Redis round trips for the paper model in bench/README.md.
+For (b) and (c), "cores busy" is the CPU time of the worker processes and of their work horses
+(reaped children, /proc/<pid>/stat) over the job's scoring time: with one worker keeping c cores
+busy, N workers on this machine's cores can be at most min(N * c, cores) / c times faster than
+one, which the "bound" column prints. ``--no-prefetch`` runs every worker with SCORING_PREFETCH=false
+(no reader thread: about one core per worker), to compare 1 and 2 workers at one core each.
+The bound assumes free cores: "whole machine" (every process, /proc/stat) near the core count
+means other work took what the workers did not get, and the ratios say little about scaling.
+Every figure is a ratio against a reference of the same run; the machine's load average is
+printed beside them. Digits are real MNIST rows repeated, so the file has the size and
+sparsity of a Kaggle test.csv.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import subprocess
@@ -23,12 +35,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import redis
 import requests
+from rq.job import Job
+from rq.worker import Worker
 
 from core.datasets import PIXEL_COLUMNS, load_dataset
 from core.registry import ModelRegistry
 from core.training_config import TrainConfig
-from tests.support import REPO_ROOT, GunicornServer, RedisServer, stop_process, wait_until
+from tests.support import MNIST_DIR, REPO_ROOT, GunicornServer, RedisServer, stop_process, wait_until
 from trainer.pipeline import train_and_publish
 
 
@@ -48,19 +63,45 @@ def raw_limit(path: Path, registry: ModelRegistry) -> float:
     return time.perf_counter() - started
 
 
-def full_job(path: Path, workdir: Path, models: Path) -> tuple[float, dict]:
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) of these processes and of the children they have reaped: a worker's
+    work horses are forked and waited for by the worker, so their time lands in its cutime/cstime."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += sum(int(value) for value in fields[11:15])  # stat fields 14-17: utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time every process on the machine has used (all cores, /proc/stat): the bench's share is
+    only readable beside what the rest of a shared machine took meanwhile."""
+    values = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = values
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def full_job(path: Path, workdir: Path, models: Path, workers: int, shard_bytes: int,
+             prefetch: bool = True) -> tuple[float, dict]:
+    """Submit ``path`` to a fresh stack with ``workers`` workers; (seconds to result, status, shard metas)."""
     redis_server = RedisServer(workdir / "redis")
     redis_server.start()
-    env = {"MODELS_DIR": str(models), "REDIS_URL": redis_server.url, "JOBS_DIR": str(workdir / "jobs"),
-           "DATA_DIR": str(workdir / "data"), "LOG_LEVEL": "WARNING"}
+    jobs = workdir / "jobs"
+    env = {"MODELS_DIR": str(models), "REDIS_URL": redis_server.url, "JOBS_DIR": str(jobs),
+           "DATA_DIR": str(workdir / "data"), "LOG_LEVEL": "WARNING", "SCORING_SHARD_BYTES": str(shard_bytes),
+           "SCORING_PREFETCH": str(prefetch).lower()}
     api = GunicornServer(env, workdir / "logs", workers=2)
-    worker = None
+    procs: list[subprocess.Popen] = []
     try:
         api.start()
-        worker = subprocess.Popen([sys.executable, "-m", "worker"], cwd=REPO_ROOT, env={**os.environ, **env},
-                                  stdout=open(workdir / "logs" / "worker.log", "ab"),  # noqa: SIM115
-                                  stderr=subprocess.STDOUT)
-        time.sleep(2)
+        for _ in range(workers):
+            procs.append(subprocess.Popen([sys.executable, "-m", "worker"], cwd=REPO_ROOT, env={**os.environ, **env},
+                                          stdout=open(workdir / "logs" / "worker.log", "ab"),  # noqa: SIM115
+                                          stderr=subprocess.STDOUT))
+        connection = redis.Redis.from_url(redis_server.url)
+        wait_until(lambda: connection.scard("rq:workers") == workers, 60, "the workers to register")
+        pids = [proc.pid for proc in procs]
+        cpu_before, machine_before = cpu_seconds(pids), machine_busy_seconds()
         started = time.perf_counter()
         with open(path, "rb") as fh:
             response = requests.post(api.url + "/v1/jobs/score", data=fh, headers={"Content-Type": "text/csv"},
@@ -70,30 +111,99 @@ def full_job(path: Path, workdir: Path, models: Path) -> tuple[float, dict]:
         status: dict = {}
 
         def finished() -> bool:
-            status.update(requests.get(status_url, timeout=10).json())
+            status.update(requests.get(status_url + "?wait=5", timeout=10).json())
             if status["status"] in ("failed", "canceled"):
                 raise RuntimeError(status)
             return status["status"] == "finished"
 
-        wait_until(finished, 1800, "the scoring job", interval=0.05)
+        wait_until(finished, 3600, "the scoring job", interval=0.02)
+
+        def all_idle() -> bool:  # every horse has exited and been reaped: its CPU time is counted
+            found = Worker.all(connection=connection)
+            return len(found) == workers and all(worker.get_state() == "idle" for worker in found)
+
+        wait_until(all_idle, 60, "the workers to be idle")
+        cpu = cpu_seconds(pids) - cpu_before
+        # every process, over the same window (the upload included): near the core count, the
+        # workers got only what the rest of the machine left them
+        machine_cores = (machine_busy_seconds() - machine_before) / (time.perf_counter() - started)
         rows = 0
         with requests.get(api.url + status["result_url"], stream=True, timeout=600) as result:
             for block in result.iter_content(1 << 20):
                 rows += block.count(b"\n")
         elapsed = time.perf_counter() - started
         status["result_lines"] = rows
+        job = Job.fetch(status["job_id"], connection=connection)
+        status["scoring_seconds"] = (job.ended_at - job.created_at).total_seconds()
+        status["worker_cpu_seconds"] = cpu
+        status["cores_busy"] = cpu / status["scoring_seconds"]
+        status["machine_cores_busy"] = machine_cores
+        shards = [Job.fetch(i, connection=connection) for i in job.meta.get("shards", [])]
+        status["shard_seconds"] = [(s.ended_at - s.started_at).total_seconds() for s in shards]
+        status["shard_rss"] = [s.meta.get("peak_rss_mb") or 0.0 for s in shards]
+        status["join_seconds"] = (job.ended_at - job.started_at).total_seconds() if shards else 0.0
+        # Between one shard's end and the next one's start on the same worker: dequeue, fork, lock.
+        gaps = sorted((s.started_at, s.ended_at, s.worker_name) for s in shards)
+        between = [(b[0] - a[1]).total_seconds() for a, b in itertools.pairwise(gaps) if a[2] == b[2]]
+        status["shard_overhead"] = sum(between) / len(between) if between else 0.0
+        status["workers_used"] = len({s.worker_name for s in shards}) or 1
         return elapsed, status
     finally:
-        if worker is not None:
-            stop_process(worker)
+        for proc in procs:
+            stop_process(proc)
         api.stop()
         redis_server.stop()
+        shutil.rmtree(jobs, ignore_errors=True)
+
+
+def redis_round_trip(workdir: Path, count: int = 2000) -> float:
+    """Seconds per Redis round trip (a fenced meta write is one EVAL), measured on this machine."""
+    server = RedisServer(workdir / "redis-rtt")
+    server.start()
+    try:
+        connection = redis.Redis.from_url(server.url)
+        started = time.perf_counter()
+        for _ in range(count):
+            connection.eval("return redis.call('exists', KEYS[1])", 1, "k")
+        return (time.perf_counter() - started) / count
+    finally:
+        server.stop()
+
+
+def paper_model(rows: int, csv_bytes: int, shard_rows_per_s: float, shard_overhead_s: float, join_rows_per_s: float,
+                rtt_s: float, chunk_rows: int = 5_000, workers: tuple[int, ...] = (1, 2, 4, 8, 32)) -> None:
+    """Rows/s expected with ``workers`` workers on their own cores, from one worker's measured figures.
+
+    Each worker scores at ``shard_rows_per_s`` plus ``shard_overhead_s`` per shard (fork, lock, model,
+    part file), four shards per worker (SCORING_SHARD_BYTES = size / 4W); the join is serial at
+    ``join_rows_per_s``. Redis: per shard about 14 round trips (RQ dequeue, start, finish, enqueue of
+    the join's check; the fence's acquire, release, final claim) plus 2 per chunk (cancel check, fenced
+    progress write); its load is W times that over a shard's duration. Storage: every worker reads
+    its shard's bytes at its own pace, so the shared filesystem must serve W times one worker's rate.
+    """
+    print("paper model: workers | shard rows/s each | rows/s | join share | Redis ops/s (busy %) | "
+          "storage MB/s")
+    for count in workers:
+        shards = 4 * count
+        per_shard_rows = rows / shards
+        shard_s = per_shard_rows / shard_rows_per_s + shard_overhead_s
+        parallel_s = shard_s * shards / count
+        join_s = rows / join_rows_per_s
+        total_s = parallel_s + join_s
+        ops = count * (14 + 2 * per_shard_rows / chunk_rows) / shard_s
+        storage = count * (csv_bytes / shards) / shard_s / 1e6
+        print(f"    {count:3d} | {shard_rows_per_s:10,.0f} | {rows / total_s:10,.0f} | {join_s / total_s:5.0%} | "
+              f"{ops:8,.0f} ({ops * rtt_s:.1%}) | {storage:7,.0f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--mnist", default=os.environ.get("MNIST_DIR", str(REPO_ROOT.parent / "shared/data/mnist")))
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--shards", type=int, default=16, help="about this many shards per sharded job")
+    parser.add_argument("--mnist", default=MNIST_DIR)
+    parser.add_argument("--no-prefetch", dest="prefetch", action="store_false",
+                        help="run the workers with SCORING_PREFETCH=false (no reader thread)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     try:
@@ -103,17 +213,48 @@ def main() -> None:
                                                                      augment_shift=0, early_stopping=0))
         csv_path = workdir / "test.csv"
         write_csv(csv_path, digits.X, args.rows)
-        size_mb = csv_path.stat().st_size / 1e6
-        print(f"rows: {args.rows:,}  csv: {size_mb:,.0f} MB  model: 784-64-10")
-
+        size = csv_path.stat().st_size
+        shard_bytes = size // args.shards + 1
+        cores = os.cpu_count() or 1
+        print(f"rows: {args.rows:,}  csv: {size / 1e6:,.0f} MB  model: 784-64-10  shard: {shard_bytes / 1e6:.0f} MB"
+              f"  SCORING_PREFETCH={str(args.prefetch).lower()}  cores: {cores}"
+              f"  load average: {Path('/proc/loadavg').read_text().split()[:3]}")
         raw = raw_limit(csv_path, registry)
-        job, status = full_job(csv_path, workdir, workdir / "models")
-        assert status["rows_scored"] == args.rows and status["result_lines"] == args.rows + 1, status
-        raw_rate, job_rate = args.rows / raw, args.rows / job
+        raw_rate = args.rows / raw
         print(f"(a) raw limit, pandas read + one forward pass: {raw:7.2f} s  {raw_rate:10,.0f} rows/s")
-        print(f"(b) full job, upload+queue+worker+download:    {job:7.2f} s  {job_rate:10,.0f} rows/s")
-        print(f"ratio (b)/(a): {job_rate / raw_rate:.2f}  (goal >= 0.7)")
-        print(f"worker peak RSS (work horse VmHWM): {status.get('peak_rss_mb')} MB  (goal < 400 MB at 1,000,000 rows)")
+        single, status = full_job(csv_path, workdir, workdir / "models", 1, 0, args.prefetch)
+        assert status["rows_scored"] == args.rows and status["result_lines"] == args.rows + 1, status
+        scoring = args.rows / status["scoring_seconds"]
+        print(f"(b) one unsharded job, 1 worker: {single:7.2f} s to result ({args.rows / single:,.0f} rows/s); "
+              f"scoring alone {status['scoring_seconds']:.2f} s = {scoring:,.0f} rows/s = {scoring / raw_rate:.2f}x raw"
+              f"  (goal >= 0.9); peak RSS {status.get('peak_rss_mb')} MB; cores busy {status['cores_busy']:.2f}"
+              f" ({status['worker_cpu_seconds']:.1f} CPU s; whole machine {status['machine_cores_busy']:.2f})")
+        base = None
+        one_worker: tuple[float, float, float] | None = None
+        cores_one: float | None = None
+        print("(c) sharded: workers | to result rows/s | scoring rows/s | vs 1 worker | shards | mean shard s | "
+              f"join s | horse peak RSS MB | cores busy | bound on {cores} free cores | whole machine cores busy")
+        for count in args.workers:
+            elapsed, status = full_job(csv_path, workdir, workdir / "models", count, shard_bytes, args.prefetch)
+            assert status["rows_scored"] == args.rows and status["result_lines"] == args.rows + 1, status
+            rate = args.rows / status["scoring_seconds"]
+            base = base or rate
+            shards = status["shard_seconds"]
+            if count == 1:  # one worker: the shards' cost without contention, for the paper model
+                one_worker = (args.rows / sum(shards), status["shard_overhead"],
+                              args.rows / max(status["join_seconds"], 1e-3))
+            # cores one worker keeps busy, from the first configuration (normally 1 worker)
+            cores_one = cores_one or status["cores_busy"] / count
+            bound = min(count * cores_one, cores) / min(args.workers[0] * cores_one, cores)
+            print(f"    {count} | {args.rows / elapsed:10,.0f} | {rate:10,.0f} | {rate / base:5.2f}x | {len(shards)} | "
+                  f"{sum(shards) / len(shards):6.2f} | {status['join_seconds']:5.2f} | {max(status['shard_rss'])} | "
+                  f"{status['cores_busy']:4.2f} | {bound:4.2f}x | {status['machine_cores_busy']:4.2f}"
+                  f"  (workers used {status['workers_used']})")
+        rtt = redis_round_trip(workdir)
+        print(f"Redis round trip (EVAL): {rtt * 1e6:.0f} us; "
+              f"load average after: {Path('/proc/loadavg').read_text().split()[:3]}")
+        if one_worker:
+            paper_model(args.rows, size, *one_worker, rtt_s=rtt)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -6,6 +6,11 @@ learning rate), batch size and number of epochs, all measured in the same run. E
 runs in its own child process, one after the other, so its peak memory is its own.
 
     .venv/bin/python -m bench.train_speed [--epochs 10] [--hidden 1024] [--batch-size 128]
+    .venv/bin/python -m bench.train_speed --arch cnn [--channels 16 32] [--hidden 128]
+
+``--arch cnn`` compares the conv net of ``Network.cnn`` (per channel count: conv 3x3 'valid',
+2x2 max-pool, ReLU; then the hidden dense layers) with the same layers in PyTorch (scikit-learn
+has no conv layers, so it sits that one out).
 
 What the figures mean:
 - cpu s/epoch: process CPU time (all threads) per epoch, steadier than wall time on a busy machine.
@@ -31,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.support import MNIST_DIR, REPO_ROOT
+
 FRAMEWORKS = ("ours", "pytorch", "sklearn")
 
 
@@ -56,7 +62,8 @@ def run_ours(args: argparse.Namespace, data: tuple[np.ndarray, ...]) -> dict[str
     from trainer.training import EpochReport, train
 
     X, y, X_dev, y_dev = data
-    config = TrainConfig(hidden=args.hidden, optimizer="adam", lr=args.lr, lr_schedule="constant",
+    config = TrainConfig(arch=args.arch, channels=args.channels, hidden=args.hidden, optimizer="adam", lr=args.lr,
+                         lr_schedule="constant",
                          dropout=args.dropout, epochs=args.epochs, batch_size=args.batch_size, augment_shift=0,
                          early_stopping=0, seed=args.seed)
     seconds: list[float] = []
@@ -82,6 +89,16 @@ def run_pytorch(args: argparse.Namespace, data: tuple[np.ndarray, ...]) -> dict[
     y_t = torch.from_numpy(y.astype(np.int64))
     layers: list[nn.Module] = []
     sizes = [784, *args.hidden, 10]
+    if args.arch == "cnn":
+        # As Network.cnn: conv 3x3 valid, pool 2, ReLU per block (NCHW here, NHWC in ours: the
+        # flatten order differs, the function class and the work do not).
+        X_t = X_t.reshape(-1, 1, 28, 28)
+        side, in_channels = 28, 1
+        for out_channels in args.channels:
+            layers += [nn.Conv2d(in_channels, out_channels, 3), nn.MaxPool2d(2), nn.ReLU()]
+            side, in_channels = (side - 2) // 2, out_channels
+        layers.append(nn.Flatten())
+        sizes[0] = side * side * in_channels
     for i in range(len(sizes) - 1):
         layers.append(nn.Linear(sizes[i], sizes[i + 1]))
         if i < len(sizes) - 2:
@@ -106,7 +123,8 @@ def run_pytorch(args: argparse.Namespace, data: tuple[np.ndarray, ...]) -> dict[
         cpu.append(time.process_time() - cpu_started)
     model.eval()
     with torch.no_grad():
-        predicted = model(torch.from_numpy(X_dev.astype(np.float32) / 255)).argmax(dim=1).numpy()
+        dev = torch.from_numpy(X_dev.astype(np.float32) / 255)
+        predicted = model(dev.reshape(-1, 1, 28, 28) if args.arch == "cnn" else dev).argmax(dim=1).numpy()
     return {"epoch_seconds": seconds, "epoch_cpu": cpu, "dev_accuracy": float((predicted == y_dev).mean()),
             "threads": torch.get_num_threads()}
 
@@ -153,19 +171,28 @@ def child(args: argparse.Namespace) -> None:
 def run_child(framework: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, "-m", "bench.train_speed", "--child", framework, "--epochs", str(args.epochs),
                "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--dropout", str(args.dropout),
-               "--seed", str(args.seed), "--mnist-dir", str(args.mnist_dir), "--hidden", *map(str, args.hidden)]
-    proc = subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO_ROOT)
+               "--seed", str(args.seed), "--mnist-dir", str(args.mnist_dir), "--hidden", *map(str, args.hidden),
+               "--arch", args.arch, "--channels", *map(str, args.channels)]
+    env = dict(os.environ)
+    if args.threads:
+        # Set before the child imports numpy or torch: OpenBLAS and OpenMP read these at load time.
+        env.update(OPENBLAS_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
+    proc = subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO_ROOT, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{framework} failed (exit {proc.returncode}):\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    default_mnist = Path(os.environ.get("MNIST_DIR", REPO_ROOT.parent / "shared" / "data" / "mnist"))
+    default_mnist = MNIST_DIR
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[1024])
+    parser.add_argument("--arch", choices=("mlp", "cnn"), default="mlp")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="BLAS / OpenMP threads per framework (default: each library's own choice)")
+    parser.add_argument("--channels", type=int, nargs="+", default=[16, 32], help="cnn only: per conv block")
+    parser.add_argument("--hidden", type=int, nargs="+", help="default 1024 (mlp) or 128 (cnn)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--dropout", type=float, default=0.0, help="ours and PyTorch only (sklearn has none)")
     parser.add_argument("--seed", type=int, default=0)
@@ -173,13 +200,23 @@ def main() -> None:
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
     parser.add_argument("--child", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.hidden = args.hidden or ([128] if args.arch == "cnn" else [1024])
+    if args.arch == "cnn" and not args.child:
+        if "sklearn" in args.frameworks and len(args.frameworks) == len(FRAMEWORKS):
+            args.frameworks = ["ours", "pytorch"]  # the default list: leave out the one without conv layers
+        elif "sklearn" in args.frameworks:
+            parser.error("scikit-learn has no conv layers: --arch cnn runs ours and pytorch only")
     if args.child:
         child(args)
         return
 
     architecture = "-".join(map(str, [784, *args.hidden, 10]))
+    if args.arch == "cnn":
+        architecture = ("conv3x3-pool2-relu " + "-".join(map(str, args.channels)) + ", dense "
+                        + "-".join(map(str, [*args.hidden, 10])))
     print(f"architecture {architecture}, Adam lr {args.lr:g} constant, batch {args.batch_size}, "
           f"{args.epochs} epochs, dropout {args.dropout:g} (ours/pytorch), 8000 train / 2000 dev digits")
+    print(f"threads per framework: {args.threads or 'library default'}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  cpus: {os.cpu_count()}")
     results = {name: run_child(name, args) for name in args.frameworks}
     print(f"{'framework':<10} {'s/epoch':>8} {'median':>8} {'cpu s/ep':>8} {'dev acc':>8} {'peak RSS MiB':>13} "

@@ -1,0 +1,95 @@
+"""mnist-serve against its peers, side by side: KServe's Python model server and a bare Flask floor.
+
+Every server serves the same production weights with the same numpy forward pass
+(``core.model.Model``) and the same input check (``check_instances``: shape, finiteness, 0..255):
+
+- mnist-serve under ``deploy/gunicorn.conf.py`` (V1 and V2 on one server), and optionally another
+  checkout of it (``--repo-before``) for a before/after pair measured in the same rounds;
+- KServe's model server (``kserve.Model`` + ``kserve.ModelServer``, V1 protocol, 2 workers);
+- a bare Flask app under mnist-serve's gunicorn settings (``deploy/gunicorn.conf.py``): parse, check,
+  forward, encode, nothing else (no metrics, logs, limits, registry lookups): the floor of our stack.
+
+KServe lives in its own virtualenv (its dependencies pin other versions than ours):
+``python3 -m venv .venv-peers && .venv-peers/bin/pip install -e '.[peers]'``; the script
+creates it on first use. Never part of the test suite.
+
+The servers run at once but are loaded one at a time, alternating their order round by round;
+medians of the rounds. All must agree on the labels of 100 digits before anything is timed.
+
+    .venv/bin/python -m bench.peers [--models-dir DIR] [--rounds 3] [--seconds 3] [--repo-before CHECKOUT]
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+PEERS_VENV = REPO / ".venv-peers"
+N_PIXELS = 784
+
+
+def check_instances(instances: Any) -> np.ndarray:
+    """The input check every server here applies: (n, 784) or (n, 28, 28), finite, 0..255."""
+    pixels = np.asarray(instances, dtype=np.float32)
+    if pixels.ndim == 3 and pixels.shape[1:] == (28, 28):
+        pixels = pixels.reshape(len(pixels), N_PIXELS)
+    if pixels.ndim != 2 or pixels.shape[1] != N_PIXELS or len(pixels) == 0:
+        raise ValueError(f"instances must have shape (n, 784) or (n, 28, 28), got {pixels.shape}")
+    if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
+        raise ValueError("instances must be finite pixel values in 0..255")
+    return pixels
+
+
+def load_production(models_dir: str) -> Any:
+    from core.registry import ModelRegistry
+
+    return ModelRegistry(Path(models_dir)).load("mnist")
+
+
+def predictions(model: Any, instances: Any) -> dict[str, Any]:
+    labels, probabilities = model.predict(check_instances(instances))
+    return {"predictions": [{"label": label, "probabilities": row}
+                            for label, row in zip(labels.tolist(), probabilities.tolist(), strict=True)]}
+
+
+def bare_app() -> Any:
+    """``gunicorn "bench.peers:bare_app()"``: the floor, forward pass only (MODELS_DIR from the environment)."""
+    from flask import Flask, Response, request
+
+    app, model = Flask("bare"), load_production(os.environ["MODELS_DIR"])
+
+    @app.post("/v1/models/mnist:predict")
+    def predict() -> Response:
+        try:
+            body = predictions(model, orjson.loads(request.get_data())["instances"])
+        except (ValueError, KeyError, TypeError) as exc:
+            return Response(orjson.dumps({"error": str(exc)}), 400, content_type="application/json")
+        return Response(orjson.dumps(body), content_type="application/json")
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response(b'{"status":"ok"}', content_type="application/json")
+
+    return app
+
+
+def ensure_peers_venv() -> Path:
+    python = PEERS_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {PEERS_VENV} (kserve, flask, gunicorn): about a minute", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", f"{REPO}[peers]"], check=True)
+    return python
+
+
+if __name__ == "__main__":
+    from bench.peers_run import main
+
+    main()
