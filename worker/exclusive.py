@@ -81,6 +81,7 @@ class ExclusiveWorker(Worker):
     context: Any
     _fence: JobFence | None = None
     _parent_pid: int = 0
+    _keep_execution: bool = False
 
     def _new_fence(self, job: Job) -> JobFence:
         settings = self.context.settings
@@ -196,8 +197,26 @@ class ExclusiveWorker(Worker):
             log.warning("job %s: finished here, but the job is owned or ended elsewhere; nothing recorded", job.id)
             self._drop_execution(job)
             return
-        super().handle_job_success(job, queue, started_job_registry)
+        self._keep_execution = True
+        try:
+            super().handle_job_success(job, queue, started_job_registry)
+        finally:
+            self._keep_execution = False
+            self.execution = None
         self._job_ended(job)
+
+    def cleanup_execution(self, job: Job, pipeline: Any) -> None:
+        # RQ ends a successful job in one transaction that it starts over when a watched key changes
+        # (its dependents check watches every sibling dependency, e.g. the other shards, whose
+        # heartbeats write their keys each second). RQ's cleanup_execution queues the removal from
+        # the started registry and clears self.execution at once, so a second attempt queued no
+        # removal: the finished job stayed there, expired, and was "retried". Keep the execution
+        # until handle_job_success is done, so every attempt queues its removal. (rq/rq#2424; the
+        # upstream fix, rq/rq#2466, is not in the 2.x releases this project pins.)
+        execution = self.execution
+        super().cleanup_execution(job, pipeline=pipeline)
+        if self._keep_execution:
+            self.execution = execution
 
     def handle_job_failure(self, job: Job, queue: Queue, started_job_registry: Any = None,
                            exc_string: str = "") -> None:

@@ -15,20 +15,25 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 import redis
+from rq import Queue
 from rq.job import Job
 
 from core.datasets import PIXEL_COLUMNS
 from core.jobs import done_key, new_job_id
 from core.registry import ModelRegistry
+from core.settings import Settings
 from tests.jobs.conftest import Stack, StatusWatch, horse_pids, save_npz, write_kaggle_csv
 from tests.support import wait_until
 from worker.fence import ExecutionFenced, JobFence
+from worker.runner import JobWorker
 
 SCORING_ROWS = 300_000
 # Slow enough to kill mid-run and to let the retry start while the first horse would still run.
@@ -203,3 +208,40 @@ def test_fence_one_holder_fenced_writes_final_status_once(redis_server):
     assert JobFence(client, job.id, 30, 60).acquire(wait_seconds=5) is None  # ended: nothing to run
     assert client.get(done_key(job.id)) == b"finished"
     assert Job.fetch(job.id, connection=client).meta["stage"] == "scoring"
+
+
+def test_success_after_a_watch_conflict_leaves_nothing_in_the_started_registry(redis_server, tmp_path: Path):
+    """RQ's end of a successful job is one transaction, started over when a watched key changes
+    meanwhile: a shard's dependents check watches every sibling shard, and a running sibling's
+    heartbeat writes its key each second. Every attempt must remove the execution from the started
+    registry; one that did not left the finished shard there to expire, and RQ's cleanup then
+    retried a job that had finished (caught on a loaded machine as a second shard retried)."""
+    client = redis.Redis.from_url(redis_server.url)
+    queue = Queue(f"watch-{new_job_id()[:8]}", connection=client)
+    done, sibling = queue.enqueue(print, job_id=new_job_id()), queue.enqueue(print, job_id=new_job_id())
+    join = queue.enqueue(print, job_id=new_job_id(), depends_on=[done, sibling])
+    settings = Settings(jobs_dir=tmp_path, models_dir=tmp_path / "models", redis_url=redis_server.url)
+    worker = JobWorker([queue], connection=client, context=SimpleNamespace(settings=settings),
+                       name=f"w-{new_job_id()[:8]}")
+    worker.prepare_execution(done)
+    worker.prepare_job_execution(done)
+    registry = queue.started_job_registry
+    assert registry.get_job_ids() == [done.id]
+
+    attempts = []
+    enqueue_dependents = queue.enqueue_dependents
+
+    def sibling_beats_during_the_first_attempt(job: Job, **kwargs: Any) -> None:
+        enqueue_dependents(job, **kwargs)  # watches the join's dependencies, the sibling included
+        attempts.append(job.id)
+        if len(attempts) == 1:
+            redis.Redis.from_url(redis_server.url).hset(sibling.key, "last_heartbeat", "now")
+
+    queue.enqueue_dependents = sibling_beats_during_the_first_attempt  # type: ignore[method-assign]
+    done.ended_at = datetime.now(UTC)
+    worker.handle_job_success(done, queue, registry)
+
+    assert len(attempts) == 2, "the injected write did not make RQ start the transaction over"
+    assert client.zrange(registry.key, 0, -1) == [], "the finished job is still in the started registry"
+    assert Job.fetch(done.id, connection=client).get_status() == "finished"
+    assert Job.fetch(join.id, connection=client).get_status() == "deferred"  # its sibling has not ended

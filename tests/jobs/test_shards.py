@@ -135,11 +135,7 @@ def test_cancel_reaches_every_shard(make_stack, mnist, tmp_path: Path):
 
 def test_killed_worker_mid_shard_retries_that_shard_alone(make_stack, mnist, tmp_path: Path):
     path = write_kaggle_csv(tmp_path / "kill.csv", mnist.X[:1200])
-    # A heartbeat grace of 5 s, not the suite's 2: on a loaded machine a live worker's heartbeat can
-    # lag 2 s, and RQ then rightly retries its shard too (the fence keeps that retry from running it
-    # twice), which is not what this test is about.
-    stack = make_stack(workers=2, SCORING_SHARD_BYTES=SHARD_BYTES, SCORING_CHUNK_ROWS="4",
-                       JOB_HEARTBEAT_GRACE="5")
+    stack = make_stack(workers=2, SCORING_SHARD_BYTES=SHARD_BYTES, SCORING_CHUNK_ROWS="4")
     job_id = _submit(stack, path)
     victim: dict[str, Job] = {}
 
