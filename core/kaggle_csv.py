@@ -73,14 +73,23 @@ def _validate_chunk(path: Path, frame: pd.DataFrame, first_line: int, has_label:
     With ``read_label`` False a leading label column is not looked at (scoring ignores it).
     """
     skip = int(has_label and not read_label)
-    checked = frame.iloc[:, skip:]
-    if not all(pd.api.types.is_numeric_dtype(t) for t in checked.dtypes) or checked.isna().to_numpy().any():
+    dtypes = frame.dtypes.tolist()
+    if not all(pd.api.types.is_numeric_dtype(t) for t in dtypes[skip:]):
         raise DatasetError(_first_bad_cell(path, frame, first_line, skip))
-    values = checked.to_numpy(dtype=np.float32)
+    # One conversion of the whole frame: selecting the columns of a 785-column frame first (or
+    # asking it isna()) costs as much again as converting it, and this runs for every chunk.
+    if not skip or pd.api.types.is_numeric_dtype(dtypes[0]):
+        values = frame.to_numpy(dtype=np.float32)[:, skip:]
+    else:
+        values = frame.iloc[:, skip:].to_numpy(dtype=np.float32)
+    # pandas reads an empty cell, or the missing cells of a short row, as NaN; max() is NaN then.
+    if np.isnan(values.max()):
+        raise DatasetError(_first_bad_cell(path, frame, first_line, skip))
     first_pixel_column = 1 + has_label  # 1-based, in the file
     has_label = has_label and read_label
     pixels = values[:, 1:] if has_label else values
-    if not np.isfinite(pixels).all() or pixels.min(initial=0) < 0 or pixels.max(initial=0) > 255:
+    # No NaN is left, so min and max also catch an infinity.
+    if pixels.size and (pixels.min() < 0 or pixels.max() > 255):
         bad_row, bad_col = np.argwhere(~(np.isfinite(pixels) & (pixels >= 0) & (pixels <= 255)))[0]
         raise DatasetError(f"{path}: line {first_line + bad_row}, column {bad_col + first_pixel_column} "
                            f"(pixel{bad_col}): value {pixels[bad_row, bad_col]:g} is outside 0..255")
@@ -92,7 +101,7 @@ def _validate_chunk(path: Path, frame: pd.DataFrame, first_line: int, has_label:
             raise DatasetError(f"{path}: line {first_line + bad[0]}, column 1 (label): "
                                f"value {raw[bad[0]]:g} is not a digit label 0..9")
         labels = raw.astype(np.int64)
-    return np.ascontiguousarray(pixels), labels
+    return pixels, labels  # column-major as pandas converts it: the forward pass takes it as fast
 
 
 class _Prefix(io.RawIOBase):
@@ -115,7 +124,8 @@ class _Prefix(io.RawIOBase):
 def iter_kaggle_csv(path: str | Path, chunk_rows: int = 10_000, require_label: bool = False,
                     read_label: bool = True, byte_range: tuple[int, int] | None = None, first_line: int = 2
                     ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
-    """Stream a Kaggle CSV as ``(first_row_index, pixels float32 (k, 784), labels or None)``.
+    """Stream a Kaggle CSV as ``(first_row_index, pixels float32 (k, 784), labels or None)``; the
+    pixels are a view that need not be C-contiguous.
 
     Memory stays bounded by ``chunk_rows`` whatever the file size. A ``label`` column is
     optional unless ``require_label``; with ``read_label`` False it is skipped unchecked and
@@ -154,8 +164,12 @@ def iter_kaggle_csv(path: str | Path, chunk_rows: int = 10_000, require_label: b
                     if frame.shape[1] != width:
                         raise DatasetError(f"{path}: expected {width} columns, a chunk has {frame.shape[1]}")
                     pixels, labels = _validate_chunk(path, frame, row + first_line, has_label, read_label)
+                    rows = len(frame)
+                    # pixels are a copy: without the frame, its tens of MB are not held (beside the next
+                    # chunk's, which pandas builds before the loop rebinds ``frame``) while a caller scores.
+                    del frame
                     yield row, pixels, labels
-                    row += len(frame)
+                    row += rows
     except pd.errors.ParserError as exc:
         raise DatasetError(f"{path}: {_describe_parser_error(exc, line_shift)}") from exc
     except UnicodeDecodeError as exc:
@@ -178,6 +192,6 @@ def load_kaggle_csv(path: str | Path, require_label: bool = True) -> Dataset:
     parts = list(iter_kaggle_csv(path, chunk_rows=20_000, require_label=require_label))
     if not parts:
         raise DatasetError(f"{path}: the file has a header but no rows")
-    X = np.concatenate([p[1] for p in parts])
+    X = np.concatenate([np.ascontiguousarray(p[1]) for p in parts])  # row-major: training gathers rows
     y = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
     return Dataset(X, y, str(path), file_digest(path))

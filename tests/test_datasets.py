@@ -107,7 +107,9 @@ def test_directory_with_both_splits_prefers_training(tmp_path: Path, sample: Dat
 
 
 def test_kaggle_train_and_test_csv(tmp_path: Path, sample: Dataset) -> None:
-    assert_same(load_dataset(write(tmp_path / "train.csv", csv_lines(sample.X, sample.y))), sample)
+    loaded = load_dataset(write(tmp_path / "train.csv", csv_lines(sample.X, sample.y)))
+    assert_same(loaded, sample)
+    assert loaded.X.flags.c_contiguous  # training gathers rows of it, batch after batch
     test_csv = write(tmp_path / "test.csv", csv_lines(sample.X, None))
     unlabelled = load_dataset(test_csv, require_labels=False)
     assert_same(unlabelled, sample, labels=False)
@@ -234,6 +236,10 @@ def broken_csv(tmp_path: Path, sample: Dataset, row: int, change: str) -> Path:
         cells[0] = "10"
     elif change == "label-fraction":
         cells[0] = "2.5"
+    elif change == "label-empty":
+        cells[0] = ""
+    elif change == "pixel-inf":
+        cells[301] = "inf"
     lines[row + 1] = ",".join(cells)
     return write(tmp_path / "train.csv", lines)
 
@@ -247,6 +253,8 @@ def broken_csv(tmp_path: Path, sample: Dataset, row: int, change: str) -> Path:
     ("pixel-negative", "train.csv: line 6, column 2 (pixel0): value -1 is outside 0..255"),
     ("label-10", "train.csv: line 6, column 1 (label): value 10 is not a digit label 0..9"),
     ("label-fraction", "train.csv: line 6, column 1 (label): value 2.5 is not a digit label 0..9"),
+    ("label-empty", "train.csv: line 6, column 1 (label): an empty cell"),
+    ("pixel-inf", "train.csv: line 6, column 302 (pixel300): value inf is outside 0..255"),
 ])
 def test_csv_errors_name_line_and_column(tmp_path: Path, sample: Dataset, change: str, expected: str) -> None:
     path = broken_csv(tmp_path, sample, 4, change)
