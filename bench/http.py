@@ -8,8 +8,14 @@ with the app's own time (``Server-Timing``). Beside each row: wrk's CPU share (a
 near a full core is measuring itself) and the server's CPU in cores. Gunicorn is reached
 directly unless ``--proxy`` puts nginx (deploy/nginx-config) in front.
 
+``--floor`` serves the bare Flask app of ``bench.peers`` instead (parse, check, forward pass, encode;
+no metrics, logs, limits or registry) under the same gunicorn settings, V1 and ``/healthz`` only: what
+no cut to mnist-serve's own per-request code can go beyond on this machine. It adds a row for the
+floor's ``/forward-only``: the same POST body, read and ignored, and one forward pass of the model.
+
     .venv/bin/python -m bench.http [--seconds 3] [--rounds 1] [--connections 1 8 64] [--workers 2] [--threads 4]
-                                   [--proxy] [--no-big] [--models-dir DIR] [--env NAME=VALUE ...] [--repo CHECKOUT]
+                                   [--proxy] [--no-big] [--floor] [--models-dir DIR] [--env NAME=VALUE ...]
+                                   [--repo CHECKOUT]
 
 ``--env`` passes settings to gunicorn and the app (``WORKER_CLASS=gevent``, ``REUSE_PORT=0``,
 ``ACCESS_LOG_SAMPLE=0.01``); ``--repo`` serves another checkout's service (for a before/after pair,
@@ -43,6 +49,7 @@ WRK_CPU_WARN = 0.5  # of one core: above this, wrk's own speed may be what the r
 
 
 SMALL = (("healthz", "GET /healthz"), ("v1_one", "V1 predict, 1 instance"), ("v2_one", "V2 infer, 1 instance (JSON)"))
+FLOOR_ONLY = (("forward_only", "forward pass only (floor)"),)  # bench.peers' /forward-only
 BIG = (("v1_many", "V1 predict, 1000 instances (JSON)"), ("v2_many", "V2 infer, 1000 instances (binary)"))
 
 
@@ -80,6 +87,7 @@ def requests_for(digits: np.ndarray, tmp: Path) -> dict[str, Request]:
     found = {
         "healthz": Request("/healthz"),
         "v1_one": Request("/v1/models/mnist:predict", orjson.dumps({"instances": one}), json_type),
+        "forward_only": Request("/forward-only", orjson.dumps({"instances": one}), json_type),
         "v2_one": Request("/v2/models/mnist/infer", orjson.dumps(
             {"inputs": [{"name": "pixels", "shape": [1, 784], "datatype": "UINT8", "data": one}]}), json_type),
         "v1_many": Request("/v1/models/mnist:predict", orjson.dumps({"instances": digits.astype(int).tolist()}),
@@ -154,6 +162,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="gthread threads per worker (THREADS)")
     parser.add_argument("--proxy", action="store_true", help="send the load through nginx (deploy/nginx-config)")
     parser.add_argument("--no-big", action="store_true", help="skip the 1,000-instance scenarios")
+    parser.add_argument("--floor", action="store_true",
+                        help="serve the bare Flask floor (bench.peers) instead: V1 and /healthz only")
     parser.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE",
                         help="environment for gunicorn and the app, e.g. WORKER_CLASS=gevent REUSE_PORT=0")
     parser.add_argument("--repo", type=Path, default=REPO_ROOT, help="checkout whose service is served")
@@ -181,7 +191,12 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[list[Row], str, float]:
     env = dict(pair.split("=", 1) for pair in args.env)
     server = GunicornServer({"MODELS_DIR": str(models), "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
                              "LOG_LEVEL": "WARNING", "THREADS": str(args.threads), **env}, tmp / "logs",
-                            workers=args.workers, cwd=args.repo)
+                            workers=args.workers, cwd=args.repo,
+                            app="bench.peers:bare_app()" if args.floor else "service:create_app()")
+    if args.floor:  # the floor answers V1 only
+        found = {key: request for key, request in found.items() if not key.startswith("v2")}
+    else:
+        del found["forward_only"]
     proxy = None
     rows: list[Row] = []
     try:
@@ -196,10 +211,11 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[list[Row], str, float]:
         warm(url, found)
         load_before = os.getloadavg()[0]
         pids = server_pids(server.proc.pid)
-        plan = [(key, name, connections) for connections in args.connections for key, name in SMALL]
+        plan = [(key, name, connections) for connections in args.connections
+                for key, name in SMALL + FLOOR_ONLY if key in found]
         # One connection for the 1,000-instance requests: on two cores a second one would make the
         # server time measure waiting for a core.
-        plan += [] if args.no_big else [(key, name, 1) for key, name in BIG]
+        plan += [] if args.no_big else [(key, name, 1) for key, name in BIG if key in found]
         runs: dict[tuple[str, int], list[tuple[WrkResult, float, list[float]]]] = {}
         for round_ in range(args.rounds):
             # Every other round in reverse order, so that a machine getting busier or quieter
@@ -220,6 +236,7 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[list[Row], str, float]:
 def report(rows: list[Row], args: argparse.Namespace, url: str,
            load_before: float) -> None:
     where = "nginx -> gunicorn" if args.proxy else "gunicorn directly (no nginx)"
+    where += ", the bare Flask floor (bench.peers)" if args.floor else ""
     print(f"{where}, {args.workers} workers x {args.threads} threads, {args.repo} {' '.join(args.env)}, on {url}; "
           "client: wrk -t1, "
           f"{args.seconds:.0f} s per row, median of {args.rounds} round(s)")
@@ -238,8 +255,11 @@ def report(rows: list[Row], args: argparse.Namespace, url: str,
     for connections in args.connections:
         trivial = by[("GET /healthz", connections)].rps
         v1 = by[("V1 predict, 1 instance", connections)].rps / trivial
-        v2 = by[("V2 infer, 1 instance (JSON)", connections)].rps / trivial
-        print(f"{connections:3d} connections: V1 predict / healthz = {v1:.2f}, V2 infer / healthz = {v2:.2f}")
+        v2 = by.get(("V2 infer, 1 instance (JSON)", connections))
+        forward = by.get(("forward pass only (floor)", connections))
+        print(f"{connections:3d} connections: V1 predict / healthz = {v1:.2f}"
+              + (f", V2 infer / healthz = {v2.rps / trivial:.2f}" if v2 else "")
+              + (f", forward pass only / healthz = {forward.rps / trivial:.2f}" if forward else ""))
     if warned:
         print(f"warning: wrk used more than {WRK_CPU_WARN:.0%} of a core on a marked row: "
               "there the client may be the bottleneck")

@@ -77,6 +77,16 @@ def bare_app() -> Any:
     def healthz() -> Response:
         return Response(b'{"status":"ok"}', content_type="application/json")
 
+    one_digit = np.zeros((1, N_PIXELS), dtype=np.float32)
+
+    @app.post("/forward-only")
+    def forward_only() -> Response:
+        """The body read, one forward pass of a fixed digit, a constant answer: what the model alone
+        costs on top of a trivial POST, with no parsing, checking or encoding."""
+        request.get_data()
+        model.predict(one_digit)
+        return Response(b'{"status":"ok"}', content_type="application/json")
+
     return app
 
 

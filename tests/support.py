@@ -93,11 +93,14 @@ class RedisServer:
 
 
 class GunicornServer:
-    """``gunicorn -c deploy/gunicorn.conf.py "service:create_app()"`` on a free loopback port."""
+    """``gunicorn -c deploy/gunicorn.conf.py "service:create_app()"`` (or another ``app``, which must
+    answer ``/healthz``) on a free loopback port."""
 
-    def __init__(self, env: Mapping[str, str], logdir: Path, workers: int = 2, cwd: Path = REPO_ROOT) -> None:
+    def __init__(self, env: Mapping[str, str], logdir: Path, workers: int = 2, cwd: Path = REPO_ROOT,
+                 app: str = "service:create_app()") -> None:
         self.port = free_port()
         self.cwd = cwd
+        self.app = app
         self.env = {**os.environ, **env, "BIND": f"127.0.0.1:{self.port}", "WEB_CONCURRENCY": str(workers)}
         self.logdir = logdir
         self.proc: subprocess.Popen | None = None
@@ -111,7 +114,7 @@ class GunicornServer:
         self.log_path = self.logdir / f"gunicorn-{self.port}.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(REPO_ROOT / "deploy" / "gunicorn.conf.py"),
-             "service:create_app()"],
+             self.app],
             cwd=self.cwd, env=self.env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
 
         def up() -> bool:
