@@ -88,8 +88,8 @@ def _validate_chunk(path: Path, frame: pd.DataFrame, first_line: int, has_label:
     first_pixel_column = 1 + has_label  # 1-based, in the file
     has_label = has_label and read_label
     pixels = values[:, 1:] if has_label else values
-    # No NaN is left, so min and max also catch an infinity.
-    if pixels.size and (pixels.min() < 0 or pixels.max() > 255):
+    # No NaN is left, so min and max also catch an infinity (empty chunks never get here).
+    if pixels.min() < 0 or pixels.max() > 255:
         bad_row, bad_col = np.argwhere(~(np.isfinite(pixels) & (pixels >= 0) & (pixels <= 255)))[0]
         raise DatasetError(f"{path}: line {first_line + bad_row}, column {bad_col + first_pixel_column} "
                            f"(pixel{bad_col}): value {pixels[bad_row, bad_col]:g} is outside 0..255")
