@@ -2,7 +2,7 @@
 
 ``BIND`` and ``WEB_CONCURRENCY`` (workers) come from the environment, ``THREADS`` threads per
 worker (gthread: keep-alive connections, requests overlap numpy work that releases the GIL),
-``WORKER_CLASS`` (default ``balanced``, below) and ``REUSE_PORT`` (default off).
+``WORKER_CLASS`` (default ``inline``, below) and ``REUSE_PORT`` (default off).
 Prometheus multiprocess mode needs ``PROMETHEUS_MULTIPROC_DIR`` before any worker imports
 prometheus_client, so it is set here, in the master, and inherited by every worker.
 """
@@ -12,17 +12,21 @@ import glob
 import ipaddress
 import multiprocessing
 import os
+import re
+import socket
 import tempfile
 import time
+from concurrent import futures
 
 from gunicorn.workers.gthread import ThreadWorker
 
 bind = os.environ.get("BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("THREADS", "4"))
-# "balanced" (default): gthread whose workers share out the keep-alive connections (below);
-# any gunicorn class by name otherwise ("gthread", "gevent", "sync").
-_worker_class = os.environ.get("WORKER_CLASS", "balanced")
+# "inline" (default): gthread whose workers share out the keep-alive connections and answer
+# requests that have arrived whole on their main thread; "balanced": the sharing without that (both
+# below); any gunicorn class by name otherwise ("gthread", "gevent", "sync").
+_worker_class = os.environ.get("WORKER_CLASS", "")
 # REUSE_PORT=1: one SO_REUSEPORT socket per worker, the kernel hashing connections over them (all
 # 4 of 4 clients on one worker in 1 run of 8 by chance); the balanced worker needs the shared one.
 reuse_port = os.environ.get("REUSE_PORT", "0").lower() not in ("0", "false", "no", "")
@@ -121,7 +125,87 @@ class BalancedThreadWorker(ThreadWorker):
         super().accept(listener)
 
 
-worker_class = BalancedThreadWorker if _worker_class == "balanced" else _worker_class
+# A keep-alive request that has arrived whole is answered by the worker's main thread, where its
+# connection's poll event lands, instead of being handed to a pool thread and the connection back
+# to the main thread (a queue, a pipe write and two thread switches fought over one GIL per request:
+# about half of a one-digit predict's time in a worker). Partial and large requests still go to
+# the pool, so a slow client holds a pool thread, never the main thread. A new connection whose
+# first request is already there when it is accepted (nginx sends it at once) is answered so too.
+_INLINE_MAX_BYTES = 64 * 1024  # head and body; larger requests (batches, uploads) go to the pool
+# A client that stops reading its answers would block the main thread in sendall(): a sendall
+# that has not finished in 1 s fails instead, the connection is closed, and the worker goes on
+# (gunicorn sends the head and the body of an answer apart: 2 s at most).
+_INLINE_SEND_TIMEOUT_S = 1.0
+_POOL_FIELDS = (b"\r\ntransfer-encoding:", b"\r\nexpect:", b"\r\nupgrade:")
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)\r\n")
+
+
+def _arrived_whole(sock: socket.socket) -> bool:
+    """Whether the socket holds a whole HTTP/1 request (head and Content-Length body), unread."""
+    try:
+        head = sock.recv(_INLINE_MAX_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:
+        return False
+    end = head.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    fields = head[:end + 2].lower()
+    if head.startswith(b"PRI ") or any(name in fields for name in _POOL_FIELDS):
+        return False  # HTTP/2, a chunked body, a 100-continue exchange: the pool's business
+    match = _CONTENT_LENGTH.search(fields)
+    return end + 4 + (int(match.group(1)) if match else 0) <= len(head)
+
+
+class InlineThreadWorker(BalancedThreadWorker):
+    """The balanced worker, answering keep-alive requests that have arrived whole on its main thread.
+
+    Requests still arriving go to the thread pool as in gthread. Requests found
+    ready in one poll are answered after that poll's accepts, and a poll accepts every connection
+    waiting that the balance allows, so a worker busy answering still takes its share of new clients.
+    """
+
+    def init_process(self) -> None:
+        self._ready: list = []
+        self._answering = None  # the connection the main thread is answering
+        super().init_process()
+
+    def accept(self, listener) -> None:
+        while True:  # one connection per poll would make a ramp of 64 clients wait 32 polls
+            held = self._nr_conns
+            super().accept(listener)
+            if self._nr_conns == held:  # nothing waiting, or the balance left it to the other
+                return
+
+    def enqueue_req(self, conn) -> None:
+        if (not self.cfg.is_ssl and not conn.is_http2 and not (conn.parser and conn.parser.unreader.buf.tell())
+                and _arrived_whole(conn.sock)):
+            conn.data_ready = True  # gthread's handle() would otherwise wait for a new connection's data
+            self._ready.append(conn)
+        else:
+            super().enqueue_req(conn)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        super().wait_for_and_dispatch_events(timeout)
+        ready, self._ready = self._ready, []
+        for conn in ready:
+            self._answering = conn
+            answered = futures.Future()
+            try:
+                answered.set_result(self.handle(conn))
+            finally:
+                self._answering = None
+            self.finish_request(conn, answered)
+
+    def handle_request(self, req, conn):
+        if conn is self._answering:  # after handle()'s setblocking(True), which clears any timeout
+            conn.sock.settimeout(_INLINE_SEND_TIMEOUT_S)
+        return super().handle_request(req, conn)
+
+
+# Batching merges requests that run at once in one worker's threads: answered one at a time on the
+# main thread they never would, so with MAX_BATCH_SIZE > 1 the default is the balanced gthread.
+_worker_class = _worker_class or ("balanced" if int(os.environ.get("MAX_BATCH_SIZE", "1")) > 1 else "inline")
+worker_class = {"balanced": BalancedThreadWorker, "inline": InlineThreadWorker}.get(_worker_class, _worker_class)
 
 
 def pre_fork(server, worker) -> None:
