@@ -136,7 +136,9 @@ _INLINE_MAX_BYTES = 64 * 1024  # head and body; larger requests (batches, upload
 # that has not finished in 1 s fails instead, the connection is closed, and the worker goes on
 # (gunicorn sends the head and the body of an answer apart: 2 s at most).
 _INLINE_SEND_TIMEOUT_S = 1.0
-_POOL_FIELDS = (b"\r\ntransfer-encoding:", b"\r\nexpect:", b"\r\nupgrade:")
+# Answered by a pool thread whatever their size. Images above all: a small PNG can decode to 32 MiB,
+# and decoding waits (up to seconds) for the bytes the process may hold decoded at once.
+_POOL_FIELDS = (b"\r\ntransfer-encoding:", b"\r\nexpect:", b"\r\nupgrade:", b"\r\ncontent-type: multipart/")
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)\r\n")
 
 
@@ -151,7 +153,9 @@ def _arrived_whole(sock: socket.socket) -> bool:
         return False
     fields = head[:end + 2].lower()
     if head.startswith(b"PRI ") or any(name in fields for name in _POOL_FIELDS):
-        return False  # HTTP/2, a chunked body, a 100-continue exchange: the pool's business
+        return False  # HTTP/2, a chunked body, a 100-continue exchange, image uploads
+    if b'"b64"' in head[end:]:  # images in JSON: decoding may wait for the process's decode budget
+        return False
     match = _CONTENT_LENGTH.search(fields)
     return end + 4 + (int(match.group(1)) if match else 0) <= len(head)
 
