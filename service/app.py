@@ -11,7 +11,7 @@ from core.settings import Settings
 from service import console, evaluation, health, metrics, models_api, openapi, v1, v2
 from service.errors import register_error_handlers
 from service.jobs import api as jobs_api
-from service.routing import CONVERTERS
+from service.routing import CONVERTERS, RememberingMap
 from service.service_error import ServiceError
 from service.state import STATE_KEY, ServiceState
 
@@ -36,10 +36,16 @@ def _body_size_limit(settings: Settings) -> Callable[[], None]:
     return limit_body_size
 
 
+class ServiceApp(Flask):
+    """Flask with a URL map that remembers recent matches (``service.routing.RememberingMap``)."""
+
+    url_map_class = RememberingMap
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = Flask(__name__)
+    app = ServiceApp(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.url_map.converters.update(CONVERTERS)  # before the blueprints: their rules name these converters

@@ -5,6 +5,8 @@ that can answer it: ``GET /v1/models/mnist:predict`` no longer matches ``GET /v1
 (a model name never holds ':'), and ``OPTIONS`` lists only the methods that do not answer 405.
 Each converter also says what the OpenAPI document declares for its parameter
 (``json_schema``), so the document's path parameters come from the routes themselves.
+
+``RememberingMap``: the app's URL map, which remembers what each recent path matched.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 from functools import lru_cache
 from typing import Any, ClassVar
 
-from werkzeug.routing import BaseConverter
+from werkzeug.routing import BaseConverter, Map, MapAdapter
 
 # core.registry_errors.check_alias in JSON Schema terms (no look-ahead): at least one character that
 # is not a digit. tests/api/test_openapi.py checks the two rules agree.
@@ -73,3 +75,53 @@ class JobIdConverter(BaseConverter):
 
 
 CONVERTERS["job_id"] = JobIdConverter
+
+
+class RememberingMap(Map):
+    """A URL map that remembers the rule and arguments each recent (path, method) matched.
+
+    Werkzeug matches a path against every rule's regular expressions on every request (about 20 us
+    here, plus the same again under load for the caches it sweeps), while a serving client asks the
+    same few paths again and again. Only matches are kept, so redirects, 404 and 405 answers (and
+    the converters' checks behind them) are worked out every time; at most ``size`` paths, the
+    memory starting over when full, so unknown paths cannot grow it.
+    """
+
+    size = 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.matches: dict[tuple[str, str, bool], tuple[Any, dict[str, Any]]] = {}
+        super().__init__(*args, **kwargs)
+
+    def add(self, rulefactory: Any) -> None:
+        self.matches.clear()  # a new rule may match a remembered path first
+        super().add(rulefactory)
+
+    # Map.bind builds a MapAdapter by name (and bind_to_environ calls Map.bind by name): both swapped.
+    def bind(self, *args: Any, **kwargs: Any) -> MapAdapter:
+        adapter = super().bind(*args, **kwargs)
+        adapter.__class__ = _RememberingAdapter
+        return adapter
+
+    def bind_to_environ(self, *args: Any, **kwargs: Any) -> MapAdapter:
+        adapter = super().bind_to_environ(*args, **kwargs)
+        adapter.__class__ = _RememberingAdapter
+        return adapter
+
+
+class _RememberingAdapter(MapAdapter):
+    map: RememberingMap
+
+    def match(self, path_info: str | None = None, method: str | None = None, return_rule: bool = False,
+              query_args: Any = None, websocket: bool | None = None) -> tuple[Any, dict[str, Any]]:
+        if path_info is not None or method is not None or websocket is not None or self.map.host_matching:
+            return super().match(path_info, method, return_rule, query_args, websocket)
+        key = (self.path_info, self.default_method, return_rule)
+        found = self.map.matches.get(key)
+        if found is None:
+            found = super().match(return_rule=return_rule, query_args=query_args)
+            if len(self.map.matches) >= self.map.size:
+                self.map.matches.clear()
+            self.map.matches[key] = found
+        endpoint, arguments = found
+        return endpoint, dict(arguments)  # a copy: Flask's url_value_preprocessors may change it
