@@ -112,9 +112,12 @@ class BalancedThreadWorker(ThreadWorker):
             _held[self.slot] = self._nr_conns
         super().run()
 
-    def accept(self, listener) -> None:
+    def holds_more_than_another(self) -> bool:
         others = [held for i, held in enumerate(_held) if held >= 0 and i != self.slot]
-        if others and self._nr_conns > min(others):
+        return bool(others) and self._nr_conns > min(others)
+
+    def accept(self, listener) -> None:
+        if self.holds_more_than_another():
             now = time.monotonic()
             if now - self._last_decline > 0.01:  # a new connection, not the same one again
                 self._declining_since = now
@@ -199,6 +202,23 @@ class InlineThreadWorker(BalancedThreadWorker):
             finally:
                 self._answering = None
             self.finish_request(conn, answered)
+            self._take_share_of_waiting()
+
+    def _take_share_of_waiting(self) -> None:
+        """Accept the connections waiting that are this worker's share, between two answers.
+
+        A poll's answers can take tens of ms, and the balance lets each worker take one connection
+        more than the other per poll: 64 clients connecting at once waited up to a second for
+        their first answer. Non-blocking accepts, only while this worker holds no more than another.
+        """
+        if not self._accepting:
+            return
+        for listener in self.sockets:
+            while not self.holds_more_than_another():
+                held = self._nr_conns
+                ThreadWorker.accept(self, listener)  # EAGAIN when nobody is waiting: nothing happens
+                if self._nr_conns == held:
+                    break
 
     def handle_request(self, req, conn):
         if conn is self._answering:  # after handle()'s setblocking(True), which clears any timeout
