@@ -1,11 +1,11 @@
-"""Where a request's time goes inside the app: ``/healthz`` against a one-digit V1 predict, in process.
+"""Where a request's time goes inside the app: ``/healthz`` against one-digit V1 and V2 predictions, in process.
 
 The WSGI app is called directly with a prepared environ (no HTTP, no test client, whose own
 environ building would dominate), with prometheus_client in multiprocess mode as under gunicorn
 and the access log written to /dev/null. Prints each request's CPU time (best of 5 alternating
 runs) and their ratio, then, with ``--profile``, cProfile's top functions for one of them.
 
-    .venv/bin/python -m bench.profile_requests --models-dir DIR [--requests 2000] [--profile predict]
+    .venv/bin/python -m bench.profile_requests --models-dir DIR [--requests 2000] [--profile predict|v2]
                                                [--sort cumulative] [--repo CHECKOUT] [--bare]
 """
 
@@ -28,7 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models-dir", type=Path, required=True, help="registry with a production 'mnist'")
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--profile", choices=("health", "predict"))
+    parser.add_argument("--profile", choices=("health", "predict", "v2"))
     parser.add_argument("--sort", default="tottime", choices=("tottime", "cumulative"))
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--repo", type=Path, help="profile another checkout's service (e.g. a copy of main)")
@@ -59,7 +59,10 @@ def main() -> None:
         app = create_app(Settings(models_dir=args.models_dir, log_level="WARNING"))
     for handler in logging.getLogger("mnist_serve.access").handlers:
         handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 (for the process's lifetime)
-    body = orjson.dumps({"instances": load_dataset(MNIST_DIR).X[:1].astype(int).tolist()})
+    digit = load_dataset(MNIST_DIR).X[:1].astype(int)
+    body = orjson.dumps({"instances": digit.tolist()})
+    v2_body = orjson.dumps({"inputs": [{"name": "pixels", "shape": [1, 784], "datatype": "UINT8",
+                                        "data": digit.ravel().tolist()}]})
 
     def environ(path: str, data: bytes | None) -> dict:
         built = EnvironBuilder(path=path, method="POST" if data else "GET", data=data,
@@ -69,6 +72,8 @@ def main() -> None:
 
     prepared = {"health": (environ("/healthz", None), b""),
                 "predict": (environ("/v1/models/mnist:predict", body), body)}
+    if not args.bare:  # the floor answers V1 only
+        prepared["v2"] = (environ("/v2/models/mnist/infer", v2_body), v2_body)
 
     def call(name: str) -> None:
         base, data = prepared[name]
@@ -83,14 +88,15 @@ def main() -> None:
         for _ in range(300):  # warm: model loaded, label children created
             call(name)
     best: dict[str, float] = {}
-    for name in ("health", "predict") * 5:
+    for name in tuple(prepared) * 5:
         started = time.process_time()
         for _ in range(args.requests):
             call(name)
         best[name] = min(best.get(name, float("inf")), (time.process_time() - started) / args.requests * 1000)
     print(f"CPU per request (best of 5): /healthz {best['health']:.3f} ms, V1 predict (1 digit) "
-          f"{best['predict']:.3f} ms, ratio {best['health'] / best['predict']:.2f}; "
-          f"load average {os.getloadavg()[0]:.2f}")
+          f"{best['predict']:.3f} ms, ratio {best['health'] / best['predict']:.2f}"
+          + (f", V2 infer (1 digit) {best['v2']:.3f} ms" if "v2" in best else "")
+          + f"; load average {os.getloadavg()[0]:.2f}")
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
