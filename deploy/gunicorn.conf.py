@@ -164,10 +164,10 @@ def _arrived_whole(sock: socket.socket) -> bool:
 
 
 class InlineThreadWorker(BalancedThreadWorker):
-    """The balanced worker, answering keep-alive requests that have arrived whole on its main thread.
+    """The balanced worker, answering requests that have arrived whole on its main thread.
 
-    Requests still arriving go to the thread pool as in gthread. Requests found
-    ready in one poll are answered after that poll's accepts, and a poll accepts every connection
+    Requests still arriving go to the thread pool as in gthread. Requests found ready in one poll
+    are answered after that poll's accepts; a poll, and each answer, accepts every connection
     waiting that the balance allows, so a worker busy answering still takes its share of new clients.
     """
 
@@ -192,7 +192,8 @@ class InlineThreadWorker(BalancedThreadWorker):
             super().enqueue_req(conn)
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
-        super().wait_for_and_dispatch_events(timeout)
+        # Requests of connections accepted between the last poll's answers are ready already.
+        super().wait_for_and_dispatch_events(0 if self._ready else timeout)
         ready, self._ready = self._ready, []
         for conn in ready:
             self._answering = conn

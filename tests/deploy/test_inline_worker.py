@@ -137,3 +137,24 @@ def test_a_client_that_stops_reading_is_cut_off_and_others_are_answered(one_work
     log = Path(one_worker.log_path).read_text()
     assert "TimeoutError: timed out" in log, "the stalled connection was never cut off"
     assert max(waits) < 3, waits
+
+
+def test_a_client_accepted_between_two_answers_is_answered_at_once(one_worker):
+    """A connection accepted while the main thread answers another (its request already whole) is
+    answered right after, not when the worker's next poll times out (1 s)."""
+    busy = _connect(one_worker)
+    with busy:
+        busy.sendall(_predict_request())  # kept alive: the next one is answered on the main thread
+        list(_responses(busy, 1))
+        waits = []
+        for _ in range(8):
+            busy.sendall(_predict_request(20))  # a few ms on the main thread
+            time.sleep(0.002)
+            started = time.monotonic()
+            with _connect(one_worker) as newcomer:
+                newcomer.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+                ((status, _),) = _responses(newcomer, 1)
+                waits.append(time.monotonic() - started)
+            assert status == 200
+            list(_responses(busy, 1))
+    assert max(waits) < 0.5, waits
