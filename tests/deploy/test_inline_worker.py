@@ -28,10 +28,10 @@ def one_worker(start_api, base_registry) -> GunicornServer:
     return start_api(base_registry, workers=1)
 
 
-def _predict_request(instances: int = 1, extra_headers: str = "") -> bytes:
+def _predict_request(instances: int = 1) -> bytes:
     body = json.dumps({"instances": [DIGIT_ROW] * instances}).encode()
     head = (f"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{extra_headers}\r\n")
+            f"Content-Length: {len(body)}\r\n\r\n")
     return head.encode() + body
 
 
