@@ -158,3 +158,13 @@ def test_a_client_accepted_between_two_answers_is_answered_at_once(one_worker):
             assert status == 200
             list(_responses(busy, 1))
     assert max(waits) < 0.5, waits
+
+
+@pytest.mark.parametrize(("env", "worker"), [({}, "InlineThreadWorker"),
+                                             ({"MAX_BATCH_SIZE": "8"}, "BalancedThreadWorker"),
+                                             ({"MAX_BATCH_SIZE": "8", "WORKER_CLASS": "inline"}, "InlineThreadWorker")])
+def test_the_default_worker_is_inline_unless_requests_are_batched(start_api, base_registry, env, worker):
+    """Batching merges requests running at once in pool threads: with MAX_BATCH_SIZE > 1 the
+    default is the balanced worker; WORKER_CLASS still decides when it is set."""
+    server = start_api(base_registry, workers=1, **env)
+    assert f"Using worker: {worker}" in Path(server.log_path).read_text()
