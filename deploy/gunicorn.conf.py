@@ -142,6 +142,9 @@ _INLINE_SEND_TIMEOUT_S = 1.0
 # Answered by a pool thread whatever their size. Images above all: a small PNG can decode to 32 MiB,
 # and decoding waits (up to seconds) for the bytes the process may hold decoded at once.
 _POOL_FIELDS = (b"\r\ntransfer-encoding:", b"\r\nexpect:", b"\r\nupgrade:", b"\r\ncontent-type: multipart/")
+# Only predictions are answered there: every other request may wait (a job's ?wait=, Redis while it
+# is down, a dataset upload), and a wait on the main thread stalls every client of the worker.
+_INLINE_TARGETS = re.compile(rb"POST /[^ ?]*(?::predict|/infer)(?:\?[^ ]*)? HTTP/1\.[01]\r\n")
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)\r\n")
 
 
@@ -150,6 +153,8 @@ def _arrived_whole(sock: socket.socket) -> bool:
     try:
         head = sock.recv(_INLINE_MAX_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except OSError:
+        return False
+    if not _INLINE_TARGETS.match(head):
         return False
     end = head.find(b"\r\n\r\n")
     if end < 0:

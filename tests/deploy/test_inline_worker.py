@@ -111,16 +111,16 @@ def test_a_client_that_stops_reading_is_cut_off_and_others_are_answered(one_work
     """Its answers fill the socket buffers until the main thread's send blocks: the 1 s send
     timeout (twice at most: a partial send, then the rest) closes that connection, and the other
     client, asking all along, waits no longer than that."""
-    request = b"GET /openapi.json HTTP/1.1\r\nHost: test\r\n\r\n"  # a short request, a 50 KB answer
+    request = _predict_request(20)  # answered on the main thread: a prediction, whole, under 64 KiB
     stalled, other = _connect(one_worker, receive_buffer=4096), _connect(one_worker)
 
     def never_read() -> None:
-        for _ in range(100):  # one at a time, each answered before the next: on the main thread
+        for _ in range(2000):  # one at a time, each answered before the next: on the main thread
             try:
                 stalled.sendall(request)
             except OSError:  # the server has cut this connection off
                 return
-            time.sleep(0.05)
+            time.sleep(0.005)
 
     with stalled, other:
         stalling = threading.Thread(target=never_read)
