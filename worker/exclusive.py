@@ -1,11 +1,10 @@
 """Exactly one execution of a job at a time, and a final status that never changes.
 
-Three lines, from the root cause outwards:
+Four lines, from the root cause outwards:
 
-1. The work horse dies with its worker. RQ forks the horse into its own process group, so a
-   SIGKILLed worker used to leave it running, unsupervised, while the job's heartbeat expired
-   and another worker retried the job: two executions overlapped. Right after the fork the
-   horse asks Linux (``prctl(PR_SET_PDEATHSIG, SIGKILL)``) to be killed when its parent dies.
+1. The work horse dies with its worker, and the worker signals nothing but its horse
+   (``worker.horse``): a SIGKILLed worker used to leave its horse running while another worker
+   retried the job, and a late stop command used to SIGKILL the worker's own process group.
 2. A fencing lock per job id (``worker.fence``), taken before the job runs and kept alive by
    the horse. A second execution waits for it, bounded by the job's timeout (the holder cannot
    run longer: its own timeout ends it); when the holder ends the job, the waiter does nothing.
@@ -13,7 +12,10 @@ Three lines, from the root cause outwards:
    horse's lock lives on for one TTL (about the heartbeat grace), and the retry just waits it
    out instead of spending a retry on it. Every visible step checks the lock first.
 3. The final status is claimed once (``done_key``): an execution that finds the job final
-   when it starts, or loses the claim when it ends, writes no status, result or meta.
+   when it starts, or loses the claim when it ends, writes no status, result or meta. Stopping
+   a horse is a handshake with that claim (``JobFence.revoke``): a horse that claimed its
+   job's end is left to record it, and one stopped before its claim can claim nothing, so the
+   worker records the end itself, once, whether the signal or the horse's own exit came first.
 4. A job runs only once the jobs it depends on have ended. RQ queues a dependent job (the join
    of a sharded scoring job) when its last dependency ends; a second entry of its id in a
    queue (a double enqueue, an operator's requeue) used to run it early, and the join failed
@@ -29,7 +31,6 @@ traceback in the worker log.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -45,26 +46,15 @@ from rq.timeouts import JobTimeoutException
 from rq.utils import now
 
 from core.jobs import cancel_key, delete_upload, done_key
-from worker.fence import RQ_FINAL, ExecutionFenced, JobFence, set_current_fence
+from worker.fence import RQ_FINAL, ExecutionFenced, JobFence, new_token, set_current_fence
+from worker.horse import die_with_parent, signal_horse
 from worker.progress import JobFailed
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # RQ kills a horse whose working time passes its job timeout + 60 s; waiting for the lock counts.
 MAX_LOCK_WAIT_SECONDS = 50
 _RQ_STATUS = {"finished": JobStatus.FINISHED, "failed": JobStatus.FAILED, "canceled": JobStatus.STOPPED}
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Have the kernel SIGKILL this process when its parent dies (Linux); exit now if it already has."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)  # the C library the interpreter already links
-    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
-        log.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d); the job's lock still fences it", ctypes.get_errno())
-    if os.getppid() != parent_pid:  # the parent died between fork() and prctl()
-        os._exit(1)
 
 
 class LockWaitExpired(Exception):
@@ -81,6 +71,8 @@ class ExclusiveWorker(Worker):
     context: Any
     _fence: JobFence | None = None
     _parent_pid: int = 0
+    _horse_token: str = ""  # the lock token of the current horse, chosen before the fork
+    _horse_job: Job | None = None
     _keep_execution: bool = False
 
     def _new_fence(self, job: Job) -> JobFence:
@@ -91,7 +83,46 @@ class ExclusiveWorker(Worker):
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
         self._parent_pid = os.getpid()
+        self._horse_token, self._horse_job = new_token(), job
         super().fork_work_horse(job, queue)
+
+    def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Stop the work horse, if this worker has one and its job's end is not claimed yet.
+
+        Called by RQ for a stop command (a cancel), a job past its timeout, and a cold shutdown.
+        The lock is revoked first (see line 3 above); a pid that is not this worker's child
+        (0, 1, a reaped horse's) is never signalled: the command is logged and does nothing.
+        """
+        pid, job = self.horse_pid, self._horse_job
+        if job is None or pid <= 1:
+            log.info("worker %s: no work horse to signal (horse pid %s); nothing sent", self.name, pid)
+            return
+        try:
+            if not self._new_fence(job).revoke(self._horse_token):
+                log.info("job %s is ending: its work horse (pid %s) records the end it claimed; nothing sent",
+                         job.id, pid)
+                return
+        except redis.RedisError as exc:  # the horse cannot claim anything either while Redis is away
+            log.warning("job %s: could not revoke its lock (%s); stopping the horse anyway", job.id, exc)
+        if signal_horse(pid, sig):
+            log.info("worker %s: sent %s to work horse pid %s (job %s)", self.name, signal.Signals(sig).name, pid,
+                     job.id)
+        else:
+            log.info("worker %s: no work horse to signal (pid %s is not a child of this worker); nothing sent",
+                     self.name, pid)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        super().execute_job(job, queue)
+        self._horse_job = None
+        if self._stopped_job_id == job.id:
+            # Stopped, yet the horse exited on its own: the stop revoked its lock while it ended the
+            # job, so it recorded nothing, and RQ handles only a killed horse's end. Record it here.
+            if self._new_fence(job).is_final():
+                self._stopped_job_id = None
+            else:
+                log.warning("job %s was stopped while its work horse ended it; recording its end", job.id)
+                job.ended_at = job.ended_at or now()
+                self.handle_job_failure(job, queue, exc_string="Job stopped by user, work-horse ended.")
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         die_with_parent(self._parent_pid)  # first thing in the child, before any work
@@ -105,7 +136,7 @@ class ExclusiveWorker(Worker):
         # RQ's monitor counts this wait as working time and kills a horse at timeout + 60 s, so the
         # wait stays under that minute: the job's own timeout then still applies in full.
         wait = min(timeout, fence.ttl_ms / 1000 + 5, MAX_LOCK_WAIT_SECONDS)
-        acquired = fence.acquire(wait_seconds=wait)
+        acquired = fence.acquire(wait_seconds=wait, token=self._horse_token)
         if acquired is None:
             self._skip_ended_job(job, queue, fence)
             return True

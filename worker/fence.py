@@ -7,6 +7,13 @@ version, the final status) first checks, in one Lua script, that the token still
 lock and that the job has no final status yet; an execution that fails that check has been
 fenced off and publishes nothing. The final status is claimed once, through ``done_key``,
 so a late execution can never turn ``failed`` into ``finished`` or the other way round.
+
+Stopping a running execution (a cancel, a job past its time) is a handshake with its claim,
+both in one Redis script each: the worker ``revoke``s the lock of its horse's token before it
+signals the horse, unless the job's final status is claimed already. So either the horse
+claimed first, and is left to record the end it claimed, or the lock was revoked first, and
+the horse can claim and publish nothing more: the worker then records the end itself. Without
+it, a SIGKILL between the horse's claim and RQ's status write left a job "started" for good.
 """
 
 from __future__ import annotations
@@ -49,10 +56,26 @@ if holder == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 if not holder then redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
 return 0
 """
+# KEYS: lock, done marker, RQ job hash. ARGV: the horse's token, ttl in ms. 0 when the job's end is
+# claimed or recorded (leave the horse to finish it), 1 when the horse may be stopped: its lock,
+# if it holds it, now holds a tombstone that no _KEEP takes back before it expires.
+_REVOKE = """
+if redis.call('exists', KEYS[2]) == 1 then return 0 end
+local status = redis.call('hget', KEYS[3], 'status')
+if """ + " or ".join(f"status == '{name}'" for name in RQ_FINAL) + """ then return 0 end
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('set', KEYS[1], 'revoked:' .. ARGV[1], 'PX', ARGV[2])
+end
+return 1
+"""
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
 
 
 class ExecutionFenced(Exception):
@@ -75,22 +98,23 @@ class JobFence:
 
     # ------------------------------------------------------------ lock life cycle
 
-    def try_acquire(self) -> bool:
-        token = uuid.uuid4().hex
+    def try_acquire(self, token: str | None = None) -> bool:
+        token = token or new_token()
         if self.connection.set(self._keys[0], token, nx=True, px=self.ttl_ms):
             self.token = token
             return True
         return False
 
-    def acquire(self, wait_seconds: float) -> bool | None:
-        """Take the lock, waiting while another execution holds it: True when taken, None when the
-        job became final meanwhile (nothing left to run), False when ``wait_seconds`` ran out."""
+    def acquire(self, wait_seconds: float, token: str | None = None) -> bool | None:
+        """Take the lock (with ``token``, or a new one), waiting while another execution holds it:
+        True when taken, None when the job became final meanwhile (nothing left to run), False when
+        ``wait_seconds`` ran out."""
         deadline = time.monotonic() + wait_seconds
         delay = 0.1
         while True:
             if self.is_final():
                 return None
-            if self.try_acquire():
+            if self.try_acquire(token):
                 if self.is_final():  # finished between the check and the SET
                     self.release()
                     return None
@@ -114,6 +138,11 @@ class JobFence:
 
         self._thread = threading.Thread(target=beat, name=f"lock-{self.job_id[:8]}", daemon=True)
         self._thread.start()
+
+    def revoke(self, token: str) -> bool:
+        """Before stopping the execution that holds ``token``: False when the job's end is claimed
+        (let that execution record it), else True, with the lock taken from it if it held it."""
+        return bool(self.connection.eval(_REVOKE, len(self._keys), *self._keys, token, self.ttl_ms))
 
     def release(self) -> None:
         self._stop.set()
