@@ -94,6 +94,10 @@ def _operation(doc: Doc, params: list[dict[str, Any]], settings: Settings) -> di
     for status in sorted(errors):
         responses.setdefault(str(status), {"$ref": f"#/components/responses/Error{status}"})
     operation: dict[str, Any] = {"summary": doc.summary, "parameters": parameters, "responses": responses}
+    if doc.description:
+        operation["description"] = doc.description
+    if doc.deprecated:
+        operation["deprecated"] = True
     if doc.body is not None:
         operation["requestBody"] = {"required": True, "content": doc.body}
     if key == "yes":

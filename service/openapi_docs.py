@@ -119,6 +119,8 @@ class Doc:
     query: dict[str, dict[str, Any]] = field(default_factory=dict)
     headers: dict[str, dict[str, Any]] = field(default_factory=dict)
     response_headers: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    description: str | None = None
+    deprecated: bool = False
 
 
 _PREDICTED = {"200": ("predictions", json_body(ref("PredictResponse")))}
@@ -135,6 +137,11 @@ _V2_RESPONSE_HEADERS = {"200": {"Inference-Header-Content-Length": {
 _JOB_ACCEPTED = {"202": ("queued; poll status_url", json_body(ref("JobAccepted")))}
 _LOCATION = {"202": {"Location": {"type": "string", "description": "the job's status URL"}}}
 _JOB_STATUS = json_body(ref("JobStatus"))
+_CANCELED = {"200": ("canceled: it was queued and never runs", _JOB_STATUS),
+             "202": ("canceling: it stops at its next chunk or epoch", _JOB_STATUS)}
+_CANCEL_DESCRIPTION = ("A canceled job stays readable (GET answers status 'canceled') until its retention ends. "
+                       "Idempotent: a repeated or concurrent cancel answers 202 'canceling' while the job "
+                       "stops, and 409 once it has ended.")
 _OBJECT = json_body({"type": "object"})
 _HTML = {"200": ("HTML", {"text/html": {"schema": {"type": "string"}}})}
 
@@ -215,7 +222,10 @@ DOCS: dict[str, Doc] = {
     "jobs.job_status": Doc("A job's status, progress and outcome", {"200": ("the job", _JOB_STATUS)}, (404, 503)),
     "jobs.job_result": Doc("A finished scoring job's result CSV (ImageId,Label[,p0..p9])",
                            {"200": ("the result", {"text/csv": {"schema": {"type": "string"}}})}, (404, 409, 503)),
-    "jobs.cancel_job": Doc("Cancel a queued or running job (training jobs need the key)",
-                           {"200": ("canceled", _JOB_STATUS), "202": ("canceling", _JOB_STATUS)},
-                           (404, 409, 503), auth="per_job"),
+    "jobs.cancel_job": Doc("Cancel a queued or running job (training jobs need the key)", _CANCELED,
+                           (404, 409, 503), auth="per_job", description=_CANCEL_DESCRIPTION),
+    "jobs.cancel_job_delete": Doc("Cancel a job: the same as POST /v1/jobs/{job_id}:cancel", _CANCELED,
+                                  (404, 409, 503), auth="per_job", deprecated=True,
+                                  description="Cancels, does not delete: the job stays readable. Use "
+                                              "POST /v1/jobs/{job_id}:cancel. " + _CANCEL_DESCRIPTION),
 }

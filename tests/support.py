@@ -51,15 +51,17 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 
 
 class RedisServer:
-    """A throw-away redis-server on a free loopback port; ``stop``/``start`` keep the same port."""
+    """A throw-away redis-server on a free loopback port; ``stop``/``start`` keep the same port.
+    ``process_group``: start it in that process group (default: the test runner's)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, process_group: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.binary = binary
         self.workdir = workdir
         self.port = free_port()
+        self.process_group = process_group
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -71,7 +73,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
              "--dir", str(self.workdir), "--protected-mode", "yes"],
-            stdout=open(self.workdir / "redis.log", "ab"), stderr=subprocess.STDOUT)
+            stdout=open(self.workdir / "redis.log", "ab"), stderr=subprocess.STDOUT, process_group=self.process_group)
         try:
             wait_until(self.ping, 10, f"redis-server on port {self.port}")
         except BaseException:
@@ -94,13 +96,14 @@ class RedisServer:
 
 class GunicornServer:
     """``gunicorn -c deploy/gunicorn.conf.py "service:create_app()"`` (or another ``app``, which must
-    answer ``/healthz``) on a free loopback port."""
+    answer ``/healthz``) on a free loopback port; ``process_group`` as for ``RedisServer``."""
 
     def __init__(self, env: Mapping[str, str], logdir: Path, workers: int = 2, cwd: Path = REPO_ROOT,
-                 app: str = "service:create_app()") -> None:
+                 app: str = "service:create_app()", process_group: int | None = None) -> None:
         self.port = free_port()
         self.cwd = cwd
         self.app = app
+        self.process_group = process_group
         self.env = {**os.environ, **env, "BIND": f"127.0.0.1:{self.port}", "WEB_CONCURRENCY": str(workers)}
         self.logdir = logdir
         self.proc: subprocess.Popen | None = None
@@ -115,7 +118,8 @@ class GunicornServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(REPO_ROOT / "deploy" / "gunicorn.conf.py"),
              self.app],
-            cwd=self.cwd, env=self.env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
+            cwd=self.cwd, env=self.env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
+            process_group=self.process_group)
 
         def up() -> bool:
             if self.proc.poll() is not None:

@@ -3,7 +3,8 @@
 ``POST /v1/jobs/score`` and ``POST /v1/jobs/train`` stream the upload into
 ``<JOBS_DIR>/<job_id>/`` and enqueue the job by function path with only its id and paths;
 ``GET /v1/jobs[/<id>[/result]]`` reads status and results (``?wait=<s>`` long-polls a status
-until the job ends, at most 30 s), ``DELETE /v1/jobs/<id>`` cancels.
+until the job ends, at most 30 s), ``POST /v1/jobs/<id>:cancel`` (or ``DELETE /v1/jobs/<id>``,
+deprecated) cancels.
 Scoring follows the prediction rule (open unless REQUIRE_KEY_FOR_ALL), or needs the key with
 REQUIRE_KEY_FOR_JOBS, which then guards status, result and cancel too: a job id alone (leaked
 from a log or a shared link) opens nothing. Retraining changes what is served, so it always
@@ -193,12 +194,23 @@ def job_result(job_id: str) -> ResponseReturnValue:
                      conditional=True, max_age=0)
 
 
-@blueprint.delete("/v1/jobs/<job_id:job_id>")
+@blueprint.post("/v1/jobs/<job_id:job_id>:cancel")
 def cancel_job(job_id: str) -> ResponseReturnValue:
+    """Cancel a job; it stays readable, with status 'canceled', until its retention ends.
+
+    200 'canceled': it was queued and never runs. 202 'canceling': it is running, and stops at
+    its next chunk or epoch (the first request also stops its work horse at once); a repeated
+    or concurrent cancel answers this too and sends nothing more. 409 once the job has ended.
+    """
     _check_jobs_key()  # before the fetch: without the key, not even whether the job exists
     job = jobs_queue.fetch(job_id)
     _check_jobs_key(always=job.meta.get("type") == "train")
-    if sharding.is_sharded(job) and jobs_queue.public_status(job) not in jobs_queue.FINAL:
+    status = jobs_queue.public_status(job)
+    if status in jobs_queue.FINAL:
+        raise ServiceError(409, f"job {job.id} is already {status}")
+    if not jobs_queue.claim_cancel(job):
+        status = "canceling"  # an earlier request is canceling it
+    elif sharding.is_sharded(job):
         status = sharding.cancel(job)
     else:
         status = jobs_queue.cancel(job)
@@ -208,3 +220,8 @@ def cancel_job(job_id: str) -> ResponseReturnValue:
         shutil.rmtree(job_dir(get_state().settings.jobs_dir, job_id), ignore_errors=True)
     body = {"job_id": job_id, "status": status, "status_url": url_for("jobs.job_status", job_id=job_id)}
     return json_response(body, 200 if status == "canceled" else 202)
+
+
+# DELETE cancels too, as it did before ``:cancel`` existed: the job is not deleted (it stays
+# readable), which is why the documented verb is ``POST ...:cancel`` (see docs/jobs.md).
+blueprint.add_url_rule("/v1/jobs/<job_id:job_id>", "cancel_job_delete", cancel_job, methods=["DELETE"])

@@ -234,16 +234,25 @@ def describe(job: Job) -> dict[str, Any]:
     return body
 
 
-def cancel(job: Job) -> str:
-    """Cancel a queued or running job; returns the status to report ('canceled' or 'canceling')."""
+def claim_cancel(job: Job) -> bool:
+    """Record that ``job`` is to be canceled; True for the first request only (``SET NX``).
+
+    The flag is what the job itself checks between chunks and epochs, so it alone cancels; the
+    first request also stops a running work horse at once. A repeated or concurrent cancel (a
+    double click, a retrying client) finds the flag set and sends nothing: every stop command is
+    a signal to a worker's process, and one per job is all a job needs.
+    """
     state = get_state()
-    status = public_status(job)
-    if status in FINAL:
-        raise ServiceError(409, f"job {job.id} is already {status}")
     with redis_errors():
-        # The flag first: whatever state the job moves to next, it sees the request.
-        state.redis.set(cancel_key(job.id), 1, ex=state.settings.job_retention_seconds)
-        if status == "queued":
+        return bool(state.redis.set(cancel_key(job.id), 1, nx=True, ex=state.settings.job_retention_seconds))
+
+
+def cancel(job: Job) -> str:
+    """Cancel a queued or running job whose cancel this request claimed (``claim_cancel``);
+    returns the status to report ('canceled' or 'canceling')."""
+    state = get_state()
+    with redis_errors():
+        if public_status(job) == "queued":
             with contextlib.suppress(InvalidJobOperation):
                 job.cancel()
                 return "canceled"

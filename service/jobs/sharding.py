@@ -144,14 +144,15 @@ def aggregate(job: Job, body: dict[str, Any]) -> None:
 
 
 def cancel(job: Job) -> str:
-    """Cancel the user's job and every shard: flags first (a shard checks them between chunks),
-    queued shards leave the queue, running ones are stopped. 'canceled' unless the join runs."""
+    """Cancel the user's job (its cancel claimed by this request: ``queue.claim_cancel``) and every
+    shard: flags first (a shard checks them between chunks), queued shards leave the queue,
+    running ones are stopped. 'canceled' unless the join runs."""
     state = get_state()
     ids: list[str] = job.meta["shards"]
     retention = state.settings.job_retention_seconds
     with redis_errors():
         with state.redis.pipeline() as pipe:
-            for job_id in (job.id, *ids):
+            for job_id in ids:
                 pipe.set(cancel_key(job_id), 1, ex=retention)
             pipe.execute()
         for shard in Job.fetch_many(ids, connection=state.redis):

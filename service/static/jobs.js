@@ -1,6 +1,6 @@
 /* Jobs: POST /v1/jobs/score (multipart), POST /v1/jobs/train (JSON, Bearer key), GET /v1/jobs/{id}
  * polled for progress (rows_scored / rows_total, the growing training curve), GET /v1/jobs (key)
- * for the recent list and DELETE /v1/jobs/{id} to cancel. Both jobs target the header picker's model;
+ * for the recent list and POST /v1/jobs/{id}:cancel to cancel. Both jobs target the header picker's model;
  * the retrain form may name a new one. */
 'use strict';
 
@@ -105,7 +105,7 @@
 
   async function cancel(jobId, errorCell) {
     try {
-      await api(`/v1/jobs/${jobId}`, {method: 'DELETE', auth: true});
+      await api(`/v1/jobs/${jobId}:cancel`, {method: 'POST', auth: true});
       refresh();
     } catch (error) {
       showError(errorCell, error);

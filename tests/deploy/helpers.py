@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
+from collections import Counter
 
 import numpy as np
 import requests
@@ -75,3 +77,31 @@ def submit_retrain(base_url: str, api_key: str, dataset: str, config: dict) -> s
                              json={"dataset": dataset, "config": config, "promote": "always"})
     assert response.status_code == 202, response.text
     return response.json()["job_id"]
+
+
+def cancel_storm(base_url: str, job_id: str, headers: dict[str, str] | None = None, clients: int = 4,
+                 seconds: float = 30) -> Counter[int]:
+    """``clients`` threads, each repeating a cancel of ``job_id`` until it answers 409 (a retrying
+    client, a double click): odd ones ``POST /v1/jobs/<id>:cancel``, even ones the deprecated
+    ``DELETE /v1/jobs/<id>``. Returns how often each status code was answered."""
+    codes: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        deadline = time.monotonic() + seconds
+        method, url = (("POST", f"{base_url}/v1/jobs/{job_id}:cancel") if index % 2
+                       else ("DELETE", f"{base_url}/v1/jobs/{job_id}"))
+        with requests.Session() as session:
+            while time.monotonic() < deadline:
+                code = session.request(method, url, headers=headers, timeout=10).status_code
+                with lock:
+                    codes[code] += 1
+                if code == 409:
+                    return
+
+    threads = [threading.Thread(target=client, args=(index,)) for index in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 15)
+    return codes

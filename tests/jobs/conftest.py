@@ -66,6 +66,7 @@ class Stack:
     logdir: Path
     cwd: Path = REPO_ROOT
     workers: dict[str, subprocess.Popen] = field(default_factory=dict)
+    process_group: int | None = None  # workers start in it (default: the test runner's)
 
     @property
     def url(self) -> str:
@@ -79,7 +80,7 @@ class Stack:
         args = [sys.executable, "-m", "worker", "--name", name, *(["--queues", *queues] if queues else [])]
         log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(args, cwd=self.cwd, env={**os.environ, **self.env}, stdout=log,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, process_group=self.process_group)
         self.workers[name] = proc
 
         def registered() -> bool:
