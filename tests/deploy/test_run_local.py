@@ -12,6 +12,8 @@ import os
 import signal
 import socket
 import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -286,3 +288,65 @@ def test_an_empty_api_key_gets_a_generated_one(launcher: Launcher) -> None:
     response = requests.put(launcher.url + "/v1/models/mnist/aliases/production", json={"version": 1},
                             headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert response.status_code == 200, response.text
+
+
+def worker_pids(launcher: Launcher) -> list[int]:
+    """The launcher's RQ workers: its children whose command line is ``python -m worker``."""
+    found = []
+    for pid in marked_pids(launcher.marker):
+        try:
+            cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+            parent = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        if parent == launcher.proc.pid and cmdline[1:3] == [b"-m", b"worker"]:
+            found.append(pid)
+    return found
+
+
+def test_a_killed_worker_is_restarted_and_predictions_never_fail(launcher: Launcher, mnist: Dataset) -> None:
+    """Supervision: a worker SIGKILLed (an OOM kill, a crash) is back within seconds while the API
+    answers every prediction; past WORKER_MAX_RESTARTS restarts a minute it is given up, and the
+    service goes on serving."""
+    launcher.env["WORKER_MAX_RESTARTS"] = "1"
+    launcher.start()
+    failures: list[str] = []
+    answered = 0
+    stop = threading.Event()
+
+    def predict_all_along() -> None:
+        nonlocal answered
+        body = {"instances": mnist.X[:2].astype(int).tolist()}
+        with requests.Session() as session:
+            while not stop.is_set():
+                try:
+                    response = session.post(launcher.url + "/v1/models/mnist:predict", json=body, timeout=10)
+                    if response.status_code == 200:
+                        answered += 1
+                    else:
+                        failures.append(f"{response.status_code} {response.text[:200]}")
+                except requests.RequestException as exc:
+                    failures.append(repr(exc))
+                time.sleep(0.02)
+
+    client = threading.Thread(target=predict_all_along, daemon=True)
+    client.start()
+    try:
+        [first] = worker_pids(launcher)
+        os.kill(first, signal.SIGKILL)  # identified above: the launcher's own `python -m worker`
+        wait_until(lambda: "worker 1 restarted" in launcher.log(), 30, "the worker's restart")
+        assert f"worker 1 (pid {first}) exited (killed by SIGKILL); restarting it in 1s" in launcher.log()
+        [second] = worker_pids(launcher)
+        assert second != first
+        assert score_round_trip(launcher.url, mnist, slice(9500, 9600), timeout=60) > 0.8  # the new one works
+
+        os.kill(second, signal.SIGKILL)  # the second death within the minute: given up
+        wait_until(lambda: "giving up on it" in launcher.log(), 30, "the launcher to give the worker up")
+        time.sleep(1)
+        assert launcher.proc.poll() is None, launcher.log()
+        assert worker_pids(launcher) == []
+        assert requests.get(launcher.url + "/readyz", timeout=10).status_code == 200
+    finally:
+        stop.set()
+        client.join(15)
+    assert answered > 50 and not failures, (answered, failures[:5])
