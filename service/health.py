@@ -2,6 +2,8 @@
 
 ``/readyz`` names the version this process serves (``serving_version``) and, when the production
 alias designates a version it could not load, the reason (``error``, status ``degraded``).
+It counts the RQ workers alive (``workers``: in all and per queue) and says so when none is
+(``workers_error``): predictions need no worker, so neither changes the status, but jobs wait.
 Other served models are listed under ``models`` with the same two fields; their trouble makes the
 status "degraded", never not ready. It is open to anyone, so a Redis failure is named by kind only
 (``"redis_error": "unreachable"``); the exception, with Redis's host and port, goes to the log.
@@ -16,6 +18,7 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from core.registry import NoModelPublished, RegistryError
+from service.jobs import queue as jobs_queue
 from service.state import get_state
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,9 @@ def readyz() -> ResponseReturnValue:
     body["error"] = predictor.last_error
     try:
         body["redis"] = bool(state.redis.ping())
+        body["workers"] = jobs_queue.workers_alive(state.redis)
+        if not body["workers"]["alive"]:
+            body["workers_error"] = "no job worker is running: scoring and training jobs wait in their queues"
     except Exception as exc:  # any connection failure means "not answering"
         body["redis"] = False
         body["redis_error"] = redis_failure(exc)

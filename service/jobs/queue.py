@@ -23,12 +23,12 @@ from typing import Any
 
 import redis
 from flask import current_app
-from rq import Queue, Retry
+from rq import Queue, Retry, Worker
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from core.jobs import RECENT_JOBS_KEEP, RECENT_JOBS_KEY, JobPayload, cancel_key, is_job_id
+from core.jobs import QUEUES, RECENT_JOBS_KEEP, RECENT_JOBS_KEY, JobPayload, cancel_key, is_job_id
 from service.service_error import ServiceError
 from service.state import get_state
 
@@ -153,6 +153,23 @@ def fetch(job_id: str) -> Job:
             return Job.fetch(job_id, connection=get_state().redis)
         except NoSuchJobError:
             raise ServiceError(404, f"no job {job_id!r} (unknown or expired)") from None
+
+
+def workers_alive(connection: redis.Redis) -> dict[str, Any]:
+    """The RQ workers registered and alive, in all and per queue (a Redis failure propagates).
+
+    From RQ's worker registry: a worker registers when it starts and leaves when it stops; one
+    that was killed keeps its registration until it expires (WORKER_MAINTENANCE_INTERVAL + 75 s
+    after its last heartbeat), and an expired one is not counted.
+    """
+    per_queue = {name: Worker.all_keys(connection=connection, queue=Queue(name, connection=connection))
+                 for name in QUEUES}
+    keys = sorted(set().union(*per_queue.values()))
+    with connection.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.exists(key)
+        alive = {key for key, exists in zip(keys, pipe.execute(), strict=True) if exists}
+    return {"alive": len(alive), "queues": {name: len(alive & set(found)) for name, found in per_queue.items()}}
 
 
 def recent_ids(limit: int) -> list[str]:

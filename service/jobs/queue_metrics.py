@@ -17,9 +17,9 @@ from prometheus_client.registry import Collector
 from rq import Queue
 from rq.job import Job
 from rq.registry import StartedJobRegistry
-from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from core.jobs import QUEUES, ShardJob
+from service.jobs.queue import workers_alive
 from service.state import get_state
 
 
@@ -42,27 +42,26 @@ class JobQueueCollector(Collector):
     def _read(self) -> list[GaugeMetricFamily]:
         depth = GaugeMetricFamily("mnist_jobs_queue_depth", "Jobs waiting in a queue", labels=["queue"])
         running = GaugeMetricFamily("mnist_jobs_started", "Jobs being run by a worker", labels=["queue"])
-        workers = GaugeMetricFamily("mnist_jobs_workers", "Workers registered in Redis, by queue they listen to",
+        workers = GaugeMetricFamily("mnist_jobs_workers", "Workers alive (RQ's registry), by queue they listen to",
                                     labels=["queue"])
         shards = GaugeMetricFamily("mnist_jobs_shards_in_flight", "Shards of sharded scoring jobs being scored")
-        total = GaugeMetricFamily("mnist_jobs_workers_total", "Workers registered in Redis")
+        total = GaugeMetricFamily("mnist_jobs_workers_total", "Workers alive (RQ's registry), as /readyz counts them")
         with self.connection.pipeline(transaction=False) as pipe:
             for name in QUEUES:
                 pipe.llen(Queue(name, connection=self.connection).key)
                 pipe.zrange(StartedJobRegistry(name, connection=self.connection).key, 0, -1)
-                pipe.scard(WORKERS_BY_QUEUE_KEY % name)
-            pipe.scard(REDIS_WORKER_KEYS)
             replies = pipe.execute()
+        alive = workers_alive(self.connection)
         started_ids: list[str] = []
         for index, name in enumerate(QUEUES):
-            length, entries, listening = replies[3 * index: 3 * index + 3]
+            length, entries = replies[2 * index: 2 * index + 2]
             # RQ 2 keeps one entry per execution ("<job id>:<execution id>") in the started registry
             ids = {raw.decode().split(":")[0] for raw in entries}
             depth.add_metric([name], length)
             running.add_metric([name], len(ids))
-            workers.add_metric([name], listening)
+            workers.add_metric([name], alive["queues"][name])
             started_ids += sorted(ids)
-        total.add_metric([], replies[-1])
+        total.add_metric([], alive["alive"])
         with self.connection.pipeline(transaction=False) as pipe:
             for job_id in started_ids:
                 pipe.hget(Job.key_for(job_id), "description")

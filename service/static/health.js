@@ -52,6 +52,13 @@
     $('ready-detail').textContent = `${model} serves v${mine.serving_version ?? '–'} · ` +
       `Redis ${body.redis ? 'answers' : body.redis_error}` + (mine.error ? ' · ' + mine.error : '') +
       (body.model_error ? ' · ' + body.model_error : '');
+    // RQ's worker registry: how many job workers are alive, per queue; none means jobs wait.
+    const workers = body.workers;
+    $('job-workers').textContent = workers ? String(workers.alive) : '–';
+    $('job-workers').className = 'stat ' + (workers && workers.alive ? 'ok' : 'error');
+    $('job-workers-detail').textContent = body.workers_error || (workers
+      ? Object.entries(workers.queues).map(([queue, count]) => `${queue} ${count}`).join(' · ')
+      : 'unknown: Redis ' + body.redis_error);
   }
 
   async function poll() {

@@ -1,6 +1,6 @@
 /* Jobs: POST /v1/jobs/score (multipart), POST /v1/jobs/train (JSON, Bearer key), GET /v1/jobs/{id}
  * polled for progress (rows_scored / rows_total, the growing training curve), GET /v1/jobs (key)
- * for the recent list and POST /v1/jobs/{id}:cancel to cancel. Both jobs target the header picker's model;
+ * for the recent list and POST /v1/jobs/{id}:cancel to cancel; /readyz for the workers alive. Both jobs target the header picker's model;
  * the retrain form may name a new one. */
 'use strict';
 
@@ -112,7 +112,22 @@
     }
   }
 
+  /* How many job workers are alive (RQ's registry, through /readyz): with none, jobs wait. */
+  async function workers() {
+    try {
+      const ready = await (await fetch('/readyz')).json();
+      const count = ready.workers ? ready.workers.alive : null;
+      $('job-workers').textContent = count === null ? 'Job workers: unknown (' + (ready.redis_error || 'Redis') + ')'
+        : count === 1 ? '1 job worker is running.' : count + ' job workers are running.';
+      $('job-workers').className = count ? 'muted' : 'error';
+      if (ready.workers_error) $('job-workers').textContent += ' ' + ready.workers_error + '.';
+    } catch (error) {
+      showError('job-workers', error);
+    }
+  }
+
   async function refresh() {
+    workers();
     const body = $('recent').tBodies[0];
     if (!key()) {
       showError('recent-error', null);

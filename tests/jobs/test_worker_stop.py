@@ -13,6 +13,7 @@ import threading
 import time
 
 import redis
+import requests
 
 from core.settings import Settings
 from tests.jobs.conftest import Stack, save_npz
@@ -73,3 +74,21 @@ def test_a_busy_worker_finishes_its_job_then_exits(make_stack, mnist):
     status = stack.status(job_id)
     assert status["status"] == "finished" and status["epoch"] == config["epochs"], status
 
+
+def test_readyz_counts_the_workers_alive_and_says_when_none_is(make_stack):
+    stack: Stack = make_stack(workers=0)
+
+    def workers() -> dict:
+        body = requests.get(stack.url + "/readyz", timeout=10).json()
+        return {"count": body["workers"], "error": body.get("workers_error"), "status": body["status"]}
+
+    none = workers()
+    assert none["count"] == {"alive": 0, "queues": {"scoring": 0, "training": 0}}
+    assert "no job worker is running" in none["error"] and none["status"] == "ready"  # predictions need none
+    general = stack.start_worker()
+    stack.start_worker("scoring")
+    assert workers() == {"count": {"alive": 2, "queues": {"scoring": 2, "training": 1}}, "error": None,
+                         "status": "ready"}
+    stack.workers[general].send_signal(signal.SIGTERM)  # a stopped worker leaves the registry as it goes
+    stack.workers[general].wait(EXIT_BOUND_SECONDS)
+    assert workers()["count"] == {"alive": 1, "queues": {"scoring": 1, "training": 0}}
