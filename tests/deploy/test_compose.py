@@ -22,7 +22,14 @@ import pytest
 import requests
 
 from core.datasets import Dataset
-from tests.deploy.helpers import predict_accuracy, score_round_trip, submit_retrain, wait_for_job
+from tests.deploy.helpers import (
+    cancel_storm,
+    predict_accuracy,
+    score_round_trip,
+    submit_retrain,
+    submit_score,
+    wait_for_job,
+)
 from tests.deploy.proxy import slow_client_scenario
 from tests.support import REPO_ROOT, free_port, wait_until
 
@@ -85,6 +92,11 @@ class Stack:
                              text=True, timeout=30, check=True)
         return json.loads(out.stdout)
 
+    def restart_count(self, container: str) -> int:
+        out = subprocess.run(["docker", "inspect", "--format", "{{.RestartCount}}", container], capture_output=True,
+                             text=True, timeout=30, check=True)
+        return int(out.stdout)
+
     def published_ports(self, service: str) -> list[int]:
         out = subprocess.run(["docker", "inspect", "--format", "{{json .NetworkSettings.Ports}}",
                               *self.containers(service)], capture_output=True, text=True, timeout=30, check=True)
@@ -103,6 +115,20 @@ class Stack:
     def down(self) -> None:
         self.compose("down", "-v", "--remove-orphans", "--timeout", "10", check=False)
         subprocess.run(["docker", "image", "rm", "-f", *self.images], capture_output=True, timeout=60)
+
+
+def kill_worker_process(container: str) -> None:
+    """SIGKILL a worker container's ``python -m worker`` (the child of the container's init), from inside."""
+    script = ("import os, signal\n"
+              "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+              "    argv = open(f'/proc/{pid}/cmdline', 'rb').read().split(b'\\0')\n"
+              "    parent = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1]\n"
+              "    if argv[1:3] == [b'-m', b'worker'] and parent == '1':\n"
+              "        os.kill(int(pid), signal.SIGKILL)\n"
+              "        print(pid)\n")
+    killed = subprocess.run(["docker", "exec", container, "python", "-c", script], capture_output=True, text=True,
+                            timeout=30)
+    assert killed.stdout.strip(), f"no worker process found in {container}: {killed.stderr}"
 
 
 @pytest.fixture()
@@ -188,6 +214,35 @@ def test_compose_stack_end_to_end(stack: Stack, mnist: Dataset) -> None:
     assert [v["version"] for v in models["versions"]] == [1, 2]  # the killed attempt published nothing
     wait_until(lambda: predict_accuracy(stack.url, mnist, slice(0, 100))[1] == 2, 30,
                "the API to serve the retrained version")
+
+    # Every worker process killed (an OOM kill, a crash): the containers' restart policy brings them
+    # back, and a job queued while none ran still finishes.
+    # (`docker kill` above stopped a container by hand: its restart policy leaves it stopped.)
+    running = [c for service in ("worker", "worker-scoring") for c in stack.containers(service)
+               if stack.state(c)["Running"]]
+    for container in running:
+        kill_worker_process(container)
+    job_id = submit_score(stack.url, mnist, slice(9000, 9100))
+    assert wait_for_job(stack.url, job_id, 120)["status"] == "finished"
+    assert all(stack.restart_count(c) >= 1 for c in running)
+
+    # Four clients repeating DELETE on a running retrain until it answers 409 (issue 22's storm):
+    # the job ends canceled, and every service keeps serving.
+    job_id = submit_retrain(stack.url, API_KEY, "t10k-images-idx3-ubyte.gz", RETRAIN)
+    wait_until(lambda: requests.get(f"{stack.url}/v1/jobs/{job_id}", timeout=5).json()["status"] == "started",
+               120, "the retrain to start", interval=0.2)
+    codes = cancel_storm(stack.url, job_id, {"Authorization": f"Bearer {API_KEY}"})
+    assert set(codes) <= {202, 409} and codes[409] == 4, codes
+    assert wait_for_job(stack.url, job_id, 60)["status"] == "canceled"
+    assert score_round_trip(stack.url, mnist, slice(9500, 9600), timeout=120) > 0.8
+    assert all(stack.state(c)["Running"] for c in running + [c for service in ("redis", "api", "proxy")
+                                                            for c in stack.containers(service)])
+
+    # An idle worker stops on SIGTERM well within its grace period: exit 0, not compose's SIGKILL (137).
+    started = time.monotonic()
+    stack.compose("stop", "-t", "20", "worker-scoring")
+    stack.timings["idle_worker_stop_seconds"] = time.monotonic() - started
+    assert stack.state(stack.containers("worker-scoring")[0])["ExitCode"] == 0
 
     # A recreated api container (new address) is found again by the running proxy.
     old_api = stack.containers("api")
