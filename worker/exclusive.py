@@ -228,13 +228,13 @@ class ExclusiveWorker(Worker):
             log.warning("job %s: finished here, but the job is owned or ended elsewhere; nothing recorded", job.id)
             self._drop_execution(job)
             return
+        self._job_ended(job)  # before the status: a client that reads 'finished' finds the upload gone
         self._keep_execution = True
         try:
             super().handle_job_success(job, queue, started_job_registry)
         finally:
             self._keep_execution = False
             self.execution = None
-        self._job_ended(job)
 
     def cleanup_execution(self, job: Job, pipeline: Any) -> None:
         # RQ ends a successful job in one transaction that it starts over when a watched key changes
@@ -267,9 +267,9 @@ class ExclusiveWorker(Worker):
             return
         if final and not stopped and not isinstance(error, JobFailed):
             self._describe_failure(job, error)
-        super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string)
-        if final:
+        if final:  # claimed: it never runs again, so its upload goes before a client can read the status
             self._job_ended(job)
+        super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string)
 
     def _describe_failure(self, job: Job, error: BaseException | None) -> None:
         """A message for the user in place of the exception: what failed, and where to look.
