@@ -25,6 +25,7 @@ from flask import Blueprint, Response, current_app, request
 
 from core.digits import N_CLASSES
 from core.network import cross_entropy
+from service.auth import guard_blueprint
 from service.jobs.datasets import dataset_path
 from service.jsonio import json_response
 from service.service_error import ServiceError
@@ -32,6 +33,7 @@ from service.state import get_state
 from service.targets import check_model_name, parse_version
 
 blueprint = Blueprint("evaluation", __name__)
+guard_blueprint(blueprint)  # under REQUIRE_KEY_FOR_ALL, like every other model endpoint
 MAX_ROWS = 10_000  # one forward pass per request: bounded like a large predict batch
 _CACHE_SIZE = 32
 _lock = threading.Lock()

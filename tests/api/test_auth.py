@@ -56,3 +56,28 @@ def test_flag_without_a_configured_key_refuses_rather_than_opens(make_client, mo
     client = make_client(models_dir, require_key_for_all=True, api_key="")
     response = client.post("/v1/models/mnist:predict", json={"instances": [ROW]}, headers=AUTH)
     assert response.status_code == 403 and "no API_KEY configured" in response.json["error"]
+
+
+# A value each path parameter may take, so that the request reaches the view (or its blueprint's hook).
+_PATH_VALUES = {"model": "mnist", "version": "1", "alias": "production", "job_id": "0" * 32,
+                "filename": "console.css"}
+
+
+def test_every_operation_the_document_guards_refuses_a_request_without_the_key(make_client, models_dir):
+    """The document and the server agree on who needs the key: every operation that declares the
+    bearer scheme (and only it) answers 401 to a request without one, before anything else."""
+    client = make_client(models_dir, require_key_for_all=True)
+    document = client.get("/openapi.json").json
+    checked = []
+    for path, operations in document["paths"].items():
+        url = path
+        for name, value in _PATH_VALUES.items():
+            url = url.replace("{" + name + "}", value)
+        for method, operation in operations.items():
+            response = client.open(url, method=method.upper())
+            if operation.get("security") == [{"bearer": []}]:
+                assert response.status_code == 401, (method, path, response.status_code, response.text)
+                checked.append(f"{method} {path}")
+            elif "security" not in operation:
+                assert response.status_code != 401, (method, path, "open, yet it asked for the key")
+    assert len(checked) >= 25 and "get /v1/models/{model}/versions/{version}/evaluation" in checked
