@@ -21,7 +21,9 @@ class TrainConfig(BaseModel):
     arch: Literal["mlp", "cnn"] = Field(
         "mlp", description="mlp: dense layers only; cnn: conv 3x3-maxpool 2-ReLU blocks (see channels), "
                            "then the hidden dense layers")
-    # Bounds on the type itself (not in a validator), so the OpenAPI document states them too.
+    # Bounds on the type itself (not in a validator), so the OpenAPI document states them too. Every
+    # integer has an upper bound: pydantic refuses integers past 64 bits with its own message, which
+    # a document without a maximum would call valid.
     # Two 3x3 'valid' conv + 2x2 pool blocks take 28 -> 13 -> 5; a fourth would leave nothing.
     channels: list[Annotated[int, Field(ge=1, le=512)]] = Field(
         default_factory=lambda: [32, 64], min_length=1, max_length=3,
@@ -34,17 +36,19 @@ class TrainConfig(BaseModel):
     lr: float = Field(1e-3, gt=0, le=10, description="initial learning rate")
     lr_schedule: Literal["constant", "inverse", "cosine"] = Field(
         "cosine", description="how the learning rate falls over the run")
-    lr_decay: float = Field(0.0, ge=0, description="decay of the 'inverse' schedule: lr / (1 + decay * step)")
+    lr_decay: float = Field(0.0, ge=0, le=1e6, description="decay of the 'inverse' schedule: lr / (1 + decay * step)")
     momentum: float = Field(0.9, ge=0, lt=1, description="velocity kept per step by the 'momentum' optimizer")
     weight_decay: float = Field(0.0, ge=0, lt=1, description="L2 penalty on the weights")
     dropout: float = Field(0.3, ge=0, lt=1, description="inverted dropout after each hidden layer")
     epochs: int = Field(40, ge=1, le=10_000, description="passes over the training data (fewer with early stopping)")
-    batch_size: int = Field(128, ge=0, description="mini-batch size; 0 means full-batch gradient descent")
+    batch_size: int = Field(128, ge=0, le=1_000_000, description="mini-batch size; 0 means full-batch gradient descent")
     augment_shift: int = Field(2, ge=0, le=4, description="random shifts of up to this many pixels (0: off)")
-    early_stopping: int = Field(10, ge=0, description="stop after this many epochs without a better dev loss (0: off)")
+    early_stopping: int = Field(10, ge=0, le=10_000,
+                                description="stop after this many epochs without a better dev loss (0: off)")
     init: Literal["he", "uniform"] = Field("he", description="initial weights: he (scaled normal) or uniform "
                                                              "(-0.5..0.5, the tutorial's), conv kernels too")
-    seed: int = Field(0, ge=0, description="random seed of the initial weights, shuffling, dropout and shifts")
+    seed: int = Field(0, ge=0, le=2**63 - 1,
+                      description="random seed of the initial weights, shuffling, dropout and shifts")
     preset: Literal["default", "seed", "cnn"] = Field(
         "default", description="named defaults for every field the request leaves out: seed (the tutorial's "
                                "784-10-10, full-batch gradient descent), cnn (two conv blocks, 99%+ on MNIST)")

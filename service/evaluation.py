@@ -77,7 +77,10 @@ def evaluate_version(name: str, version: str) -> Response:
     number = parse_version(version)
     state = get_state()
     manifest = state.registry.manifest(name, number)  # 404 for an unknown version
-    dataset_name = request.args.get("dataset") or _default_dataset(manifest, state.settings.data_dir)
+    dataset_name = request.args.get("dataset")
+    if dataset_name == "":
+        raise ServiceError(422, "dataset: empty; leave it out to evaluate on the version's dev split")
+    dataset_name = dataset_name or _default_dataset(manifest, state.settings.data_dir)
     path = dataset_path(state.settings.data_dir, dataset_name)
     stat = path.stat()
     key = (name, number, str(path), stat.st_size, stat.st_mtime_ns)

@@ -35,13 +35,13 @@ _CSV_FILE = {"type": "string", "minLength": 1, "contentMediaType": "text/csv",
              "description": "Kaggle digit-recognizer CSV: pixel0..pixel783 columns (a label column is ignored)"}
 
 # Score parameters (query string, or multipart text fields): service.jobs.schemas.ScoreParams.
-# An empty value counts as absent.
+# An empty value is refused (422): leave a parameter out for its default.
 SCORE_FIELDS: dict[str, dict[str, Any]] = {
     "model": {"type": "string", "minLength": 1, "maxLength": 64,
               "description": "score with this served model (default: MODEL_NAME); another name is a 404"},
     "version": {"type": "integer", "minimum": 1, "description": "score with this version (not with alias)"},
-    "alias": {"type": "string", "maxLength": 64, "description": "or with this alias (not with version); "
-                                                                "empty means none"},
+    "alias": {"type": "string", "minLength": 1, "maxLength": 64,
+              "description": "or with this alias (not with version)"},
     "probabilities": {"type": "boolean", "description": "add p0..p9 columns to the result"},
 }
 # Training parameters besides the data (query string, multipart text fields or the JSON body).

@@ -65,11 +65,12 @@ def plain_rule(rule: str) -> str:
 
 
 class JobIdConverter(BaseConverter):
-    """A job id segment that is not ``score`` or ``train``, so that ``/v1/jobs/<job_id>`` never matches
-    the submission URLs (``GET /v1/jobs/score`` is a 405 and ``OPTIONS`` lists only POST). Other
-    malformed ids reach the view, whose 404 says job ids are 32 hexadecimal characters."""
+    """A job id segment that is not ``score`` or ``train`` and holds no ':', so that ``/v1/jobs/<job_id>``
+    never matches the submission URLs (``GET /v1/jobs/score`` is a 405 and ``OPTIONS`` lists only POST)
+    nor ``<job_id>:cancel``. Other malformed ids reach the view, whose 404 says job ids are 32
+    hexadecimal characters."""
 
-    regex = r"(?!(?:score|train)(?![^/]))[^/]+"
+    regex = r"(?!(?:score|train)(?![^/:]))[^/:]+"
     json_schema: ClassVar[dict[str, Any]] = {"type": "string", "pattern": "^[0-9a-f]{32}$",
                                              "description": "32 hexadecimal characters"}
 

@@ -21,7 +21,8 @@ from service.targets import check_model_name
 class ScoreParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str | None = Field(None, max_length=64, description="score with this served model (default MODEL_NAME)")
+    model: str | None = Field(None, min_length=1, max_length=64,
+                              description="score with this served model (default MODEL_NAME)")
     version: int | None = Field(None, ge=1, description="score with this version")
     alias: str | None = Field(None, min_length=1, max_length=64, description="or with this alias")
     probabilities: bool = Field(False, description="add p0..p9 columns to the result")
@@ -57,9 +58,19 @@ class TrainParams(BaseModel):
         return None if value is None else resolve_class_names(value, N_CLASSES)
 
 
+def given(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters a request gives (a JSON null is not given); 422 for an empty one, which is
+    never a default: ``?model=$MODEL`` with MODEL unset must not score with another model."""
+    empty = sorted(name for name, value in values.items() if value == "")
+    if empty:
+        raise ServiceError(422, f"{', '.join(empty)}: empty; leave {'it' if len(empty) == 1 else 'them'} out "
+                                f"for the default")
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def parse_score(values: Mapping[str, Any]) -> ScoreParams:
     try:
-        params = ScoreParams(**{k: v for k, v in values.items() if v not in (None, "")})
+        params = ScoreParams(**given(values))
     except ValidationError as exc:
         raise ServiceError(422, describe_validation(exc, whole="request")) from None
     if params.model is not None:
@@ -68,7 +79,7 @@ def parse_score(values: Mapping[str, Any]) -> ScoreParams:
 
 
 def parse_train(values: Mapping[str, Any]) -> TrainParams:
-    data = {k: v for k, v in values.items() if v not in (None, "")}
+    data = given(values)
     # Query string or form fields: config is a JSON object, class_names a name or a JSON list.
     for field, opening in (("config", ""), ("class_names", "[")):
         text = data.get(field)
