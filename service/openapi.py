@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import re
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app
@@ -51,7 +52,9 @@ def _key_required(auth: str, settings: Settings) -> str:
     return "optional" if auth == "per_job" else "no"
 
 
-def _path_and_parameters(rule: Rule, model_names: list[str]) -> tuple[str, list[dict[str, Any]]]:
+def _path_and_parameters(rule: Rule, enums: dict[str, list[str]]) -> tuple[str, list[dict[str, Any]]]:
+    """The rule's path in OpenAPI form and its path parameters; ``enums``: the only values some of them
+    take (the served model names, the console's static files), any other being a 404."""
     params: list[dict[str, Any]] = []
 
     def replace(match: re.Match[str]) -> str:
@@ -59,15 +62,15 @@ def _path_and_parameters(rule: Rule, model_names: list[str]) -> tuple[str, list[
         converter = rule._converters[argument]
         name = getattr(converter, "param_name", argument)
         schema = copy.deepcopy(getattr(converter, "json_schema", {"type": "string"}))
-        if name == "model":
-            schema["enum"] = list(model_names)  # the models served now; any other name is a 404
+        if name in enums:
+            schema["enum"] = list(enums[name])
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
         return "{" + name + "}"
 
     return _ARGUMENT.sub(replace, rule.rule), params
 
 
-def _operation(doc: Doc, params: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+def _operation(endpoint: str, doc: Doc, params: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
     parameters = list(params)
     for name, schema in doc.query.items():
         param = {"name": name, "in": "query", "required": False}
@@ -81,6 +84,8 @@ def _operation(doc: Doc, params: list[dict[str, Any]], settings: Settings) -> di
         if status in doc.response_headers:
             responses[status]["headers"] = {name: {"schema": schema}
                                             for name, schema in doc.response_headers[status].items()}
+        if status in doc.links:
+            responses[status]["links"] = doc.links[status]
     if doc.query:
         # gunicorn refuses a request line over 4094 bytes before the app sees it, with its own page.
         responses["414"] = {"description": "request line over 4,094 bytes (the server's limit): send long values "
@@ -93,7 +98,10 @@ def _operation(doc: Doc, params: list[dict[str, Any]], settings: Settings) -> di
         errors.add(413)
     for status in sorted(errors):
         responses.setdefault(str(status), {"$ref": f"#/components/responses/Error{status}"})
-    operation: dict[str, Any] = {"summary": doc.summary, "parameters": parameters, "responses": responses}
+    # Every rule has one method and its own endpoint name (tests/api/test_openapi.py), so the
+    # endpoint names the operation, and links name their targets by it.
+    operation: dict[str, Any] = {"operationId": endpoint, "summary": doc.summary, "parameters": parameters,
+                                 "responses": responses}
     if doc.description:
         operation["description"] = doc.description
     if doc.deprecated:
@@ -134,13 +142,20 @@ def documented_rules(app: Flask) -> list[tuple[Rule, list[str]]]:
     return [(rule, sorted((rule.methods or set()) - _IMPLICIT_METHODS)) for rule in app.url_map.iter_rules()]
 
 
+def static_files(app: Flask) -> list[str]:
+    """The files under the app's static folder, as ``/static/<filename>`` names them."""
+    root = Path(app.static_folder or "")
+    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file())
+
+
 def build_openapi(app: Flask, settings: Settings, model_names: list[str] | None = None) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
+    enums = {"model": model_names or [settings.model_name], "filename": static_files(app)}
     for rule, methods in documented_rules(app):
-        path, params = _path_and_parameters(rule, model_names or [settings.model_name])
+        path, params = _path_and_parameters(rule, enums)
         doc = DOCS.get(rule.endpoint) or Doc(UNDOCUMENTED, {"200": ("OK", None)})
         for method in methods:
-            paths.setdefault(path, {})[method.lower()] = _operation(doc, params, settings)
+            paths.setdefault(path, {})[method.lower()] = _operation(rule.endpoint, doc, params, settings)
     return {"openapi": "3.1.0",
             "info": {"title": "mnist-serve", "version": VERSION,
                      "description": "Handwritten-digit predictions (TF Serving V1, Open Inference Protocol V2), "

@@ -121,6 +121,9 @@ class Doc:
     response_headers: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     description: str | None = None
     deprecated: bool = False
+    # status -> OpenAPI links of that response: the operations a client (or a stateful fuzzer) may
+    # call next with a value from this exchange, by operationId (the Flask endpoint name)
+    links: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 _PREDICTED = {"200": ("predictions", json_body(ref("PredictResponse")))}
@@ -139,6 +142,22 @@ _LOCATION = {"202": {"Location": {"type": "string", "description": "the job's st
 _JOB_STATUS = json_body(ref("JobStatus"))
 _CANCELED = {"200": ("canceled: it was queued and never runs", _JOB_STATUS),
              "202": ("canceling: it stops at its next chunk or epoch", _JOB_STATUS)}
+
+
+def _job_links(job_id: str, *targets: str) -> dict[str, dict[str, Any]]:
+    """Links to the job operations ``targets`` (endpoint names) for the job whose id is at ``job_id``
+    (a runtime expression, e.g. ``$response.body#/job_id``)."""
+    return {target.split(".")[1]: {"operationId": target, "parameters": {"job_id": job_id}} for target in targets}
+
+
+_NEW_SCORE_JOB_LINKS = _job_links("$response.body#/job_id", "jobs.job_status", "jobs.job_result", "jobs.cancel_job")
+_NEW_TRAIN_JOB_LINKS = _job_links("$response.body#/job_id", "jobs.job_status", "jobs.cancel_job")
+# From a model's description to the operations on its production version.
+_PRODUCTION_VERSION_LINKS = {
+    target.split(".")[1]: {"operationId": target, "parameters": {"model": "$response.body#/name",
+                                                                 "version": "$response.body#/production_version"}}
+    for target in ("evaluation.evaluate_version", "models.version_manifest", "v1.predict_version")}
+_CANCELED_LINKS = _job_links("$request.path.job_id", "jobs.job_status", "jobs.cancel_job")
 _CANCEL_DESCRIPTION = ("A canceled job stays readable (GET answers status 'canceled') until its retention ends. "
                        "Idempotent: a repeated or concurrent cancel answers 202 'canceling' while the job "
                        "stops, and 409 once it has ended.")
@@ -162,7 +181,8 @@ DOCS: dict[str, Doc] = {
     "models.list_models": Doc("The served models: versions, aliases, production version, class names",
                               {"200": ("the models", json_body(ref("ModelList")))}),
     "models.model_info": Doc("Versions, aliases, metrics and creation times",
-                             {"200": ("the model", json_body(ref("ModelInfo")))}, (404,)),
+                             {"200": ("the model", json_body(ref("ModelInfo")))}, (404,),
+                             links={"200": _PRODUCTION_VERSION_LINKS}),
     "models.version_manifest": Doc("A version's manifest (model.json)", {"200": ("the manifest", _OBJECT)},
                                    (404, 503)),
     "models.set_alias": Doc("Promote or roll back: point an alias at a version",
@@ -211,11 +231,11 @@ DOCS: dict[str, Doc] = {
                            "description": "a labelled dataset in DATA_DIR; default: the version's training file"}}),
     "jobs.submit_score": Doc("Submit a CSV batch-scoring job (text/csv body or multipart field 'file')",
                              _JOB_ACCEPTED, (400, 404, 413, 415, 422, 503, 507), SCORE_BODY, query=SCORE_FIELDS,
-                             response_headers=_LOCATION),
+                             response_headers=_LOCATION, links={"202": _NEW_SCORE_JOB_LINKS}),
     "jobs.submit_train": Doc("Submit a retraining job (a dataset name in JSON, or an upload)", _JOB_ACCEPTED,
                              (400, 404, 413, 415, 422, 503, 507), TRAIN_BODY, auth="always",
                              query={**TRAIN_FIELDS, "config": {"content": json_body(ref("TrainConfig"))}},
-                             response_headers=_LOCATION),
+                             response_headers=_LOCATION, links={"202": _NEW_TRAIN_JOB_LINKS}),
     "jobs.list_jobs": Doc("Recent jobs, newest first", {"200": ("jobs", json_body(ref("JobList")))}, (400, 503),
                           auth="always", query={"limit": {"type": "integer", "minimum": 1, "maximum": 1000,
                                                           "default": 50}}),
@@ -223,7 +243,8 @@ DOCS: dict[str, Doc] = {
     "jobs.job_result": Doc("A finished scoring job's result CSV (ImageId,Label[,p0..p9])",
                            {"200": ("the result", {"text/csv": {"schema": {"type": "string"}}})}, (404, 409, 503)),
     "jobs.cancel_job": Doc("Cancel a queued or running job (training jobs need the key)", _CANCELED,
-                           (404, 409, 503), auth="per_job", description=_CANCEL_DESCRIPTION),
+                           (404, 409, 503), auth="per_job", description=_CANCEL_DESCRIPTION,
+                           links={"200": _CANCELED_LINKS, "202": _CANCELED_LINKS}),
     "jobs.cancel_job_delete": Doc("Cancel a job: the same as POST /v1/jobs/{job_id}:cancel", _CANCELED,
                                   (404, 409, 503), auth="per_job", deprecated=True,
                                   description="Cancels, does not delete: the job stays readable. Use "
