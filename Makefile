@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= data
 
-.PHONY: install train test lint test-docker run
+.PHONY: install train test lint test-docker run fuzz
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ lint: install
 ## the whole default test suite: lint, then pytest (starts its own redis-server and gunicorn)
 test: lint
 	$(BIN)/pytest -m "not docker"
+
+## the long schemathesis run against the real stack: 300 s, at least 5,000 cases (the default suite
+## runs the same test for 60 s); FUZZ_SEED=<n> for another seed
+fuzz: install
+	FUZZ_SECONDS=300 FUZZ_MIN_CASES=5000 $(BIN)/pytest tests/api/test_fuzz.py -s
 
 ## docker-compose end-to-end test (needs a Docker engine, e.g. ../shared/tools/docker-sandbox);
 ## pytest's exit 5 (no test collected) is not a failure

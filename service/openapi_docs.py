@@ -33,6 +33,8 @@ _BINARY = {"type": "string", "format": "binary", "minLength": 1}
 _IMAGE_FILE = {**_BINARY, "contentMediaType": "image/png", "description": "a PNG or JPEG image of one digit"}
 _CSV_FILE = {"type": "string", "minLength": 1, "contentMediaType": "text/csv",
              "description": "Kaggle digit-recognizer CSV: pixel0..pixel783 columns (a label column is ignored)"}
+# One blank digit: the smallest test.csv the scorer accepts (the example a client may try first).
+_CSV_EXAMPLE = ",".join(f"pixel{i}" for i in range(784)) + "\n" + ",".join(["0"] * 784) + "\n"
 
 # Score parameters (query string, or multipart text fields): service.jobs.schemas.ScoreParams.
 # An empty value is refused (422): leave a parameter out for its default.
@@ -80,7 +82,8 @@ V2_INFER = {
                                   "tensor (n x 784 float32 or uint8)"}}}
 ALIAS_UPDATE = json_body(ref("AliasUpdate"))
 SCORE_BODY = {
-    "text/csv": {"schema": _CSV_FILE}, "application/csv": {"schema": _CSV_FILE}, "text/plain": {"schema": _CSV_FILE},
+    "text/csv": {"schema": _CSV_FILE, "example": _CSV_EXAMPLE}, "application/csv": {"schema": _CSV_FILE},
+    "text/plain": {"schema": _CSV_FILE},
     "multipart/form-data": {
         "schema": {"type": "object", "required": ["file"], "additionalProperties": False,
                    "properties": {"file": {**_BINARY, "description": _CSV_FILE["description"]}, **SCORE_FIELDS}},

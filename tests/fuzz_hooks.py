@@ -2,9 +2,10 @@
 
 A few rules of the API tie one field to another or to the content of a file, and JSON Schema
 cannot state them; ``/openapi.json`` states them in its descriptions. Without help the fuzzer's
-"schema-valid" requests would break them and be rightly refused. For *positive* cases only
-(requests meant to be accepted) this hook makes the generated request keep those rules, and
-nothing else: negative cases reach the server exactly as generated.
+"schema-valid" requests would break them and be rightly refused (ST202). These are the
+rejections no schema can express. For the *valid* components of a case only (a coverage case
+breaks one component and keeps the others valid) this hook makes the request keep those rules,
+and nothing else: a component generated to break the schema reaches the server as generated.
 
 - an image (``{"b64": ...}`` or a multipart ``file`` of a prediction) must decode as a PNG or
   JPEG digit: replaced by a real digit PNG;
@@ -50,9 +51,17 @@ DIGIT_PNG = _digit_png()
 DIGIT_B64 = base64.b64encode(DIGIT_PNG).decode()
 
 
-def _positive(case: Any) -> bool:
+def _negative_at(case: Any, location: str) -> bool:
+    """Whether the request's ``location`` ("body", "query", "header", "path") was generated to break
+    the schema. A coverage case is negative in one component only; the others are valid and may be
+    fixed up like a positive case's."""
     meta = case.meta
-    return meta is not None and meta.generation.mode.is_positive
+    if meta is None:
+        return False
+    if not meta.components:
+        return meta.generation.mode.is_negative
+    return any(getattr(where, "value", where) == location and info.mode.is_negative
+               for where, info in meta.components.items())
 
 
 def _fix_v1(body: Any) -> None:
@@ -91,11 +100,13 @@ def _fix_v2(case: Any) -> None:
 
 
 def _fix_jobs(case: Any) -> None:
-    form = case.body if isinstance(case.body, dict) else {}
+    body_valid, query_valid = not _negative_at(case, "body"), not _negative_at(case, "query")
+    form = case.body if isinstance(case.body, dict) and body_valid else {}
     if case.path == "/v1/jobs/score" and ("version" in case.query or "version" in form):
-        case.query.pop("alias", None)
+        if query_valid:
+            case.query.pop("alias", None)
         form.pop("alias", None)
-    if case.media_type in ("application/x-npz", "application/zip", "application/octet-stream"):
+    if body_valid and case.media_type in ("application/x-npz", "application/zip", "application/octet-stream"):
         raw = case.body if isinstance(case.body, bytes) else str(case.body).encode()
         case.body = b"PK\x03\x04" + raw
     for name in ("file", "images", "labels"):
@@ -108,8 +119,7 @@ _TEXT_UPLOADS = ("text/csv", "application/csv", "text/plain")
 
 @schemathesis.hook
 def filter_case(context: Any, case: Any) -> bool:
-    meta = case.meta
-    if meta is None or not meta.generation.mode.is_negative:
+    if not _negative_at(case, "body"):
         return True
     if case.path.startswith("/v1/jobs/") and isinstance(case.body, dict) and set(case.body) & set(case.query or {}):
         return False
@@ -121,14 +131,14 @@ def filter_case(context: Any, case: Any) -> bool:
 
 @schemathesis.hook
 def map_case(context: Any, case: Any) -> Any:
-    if not _positive(case):
+    if case.path.startswith("/v1/jobs"):
+        _fix_jobs(case)  # it looks at each component itself
+    elif _negative_at(case, "body") or _negative_at(case, "header"):
         return case
-    if ":predict_image" in case.path and isinstance(case.body, dict) and isinstance(case.body.get("file"), list):
+    elif ":predict_image" in case.path and isinstance(case.body, dict) and isinstance(case.body.get("file"), list):
         case.body["file"] = [DIGIT_PNG for _ in case.body["file"]] or [DIGIT_PNG]
     elif ":predict" in case.path or ":explain" in case.path:
         _fix_v1(case.body)
     elif case.path.endswith("/infer"):
         _fix_v2(case)
-    elif case.path.startswith("/v1/jobs"):
-        _fix_jobs(case)
     return case
