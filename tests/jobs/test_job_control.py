@@ -76,10 +76,13 @@ class GroupStack:
     def wait_started(self, job_id: str, timeout: float = 30) -> None:
         self.stack.wait(job_id, ("started",), timeout=timeout)
 
-    def next_job_finishes(self, csv: Path) -> None:
+    def assert_survived(self, csv: Path) -> None:
+        """Every process of the group is the one that started, and the next job (``csv``) finishes."""
+        self.assert_all_alive()
         response = self.stack.submit_csv(csv)
         assert response.status_code == 202, response.text
         assert self.stack.wait(response.json()["job_id"])["status"] == "finished"
+        self.assert_all_alive()
 
 
 def write_csv(path: Path, pixels: np.ndarray, times: int) -> Path:
@@ -140,12 +143,10 @@ def test_a_running_scoring_job_canceled_by_many_clients_is_stopped_once(group: G
     codes = cancel_storm(stack.url, job_id, clients=CLIENTS)
     assert set(codes) <= {202, 409} and codes[409] == CLIENTS, codes
     assert stack.wait(job_id, timeout=30)["status"] == "canceled"
-    group.assert_all_alive()
     assert group.stops[job_id] == 1, "the stop command goes to the worker once, whatever the number of cancels"
-    group.next_job_finishes(files["small"])
+    group.assert_survived(files["small"])
     assert not watch.left_a_final_state(), watch.stop()
     watch.stop()
-    group.assert_all_alive()
 
 
 def test_a_queued_job_and_a_running_retrain_canceled_by_many_clients(group: GroupStack, files):
@@ -164,9 +165,7 @@ def test_a_queued_job_and_a_running_retrain_canceled_by_many_clients(group: Grou
     assert set(codes) <= {202, 409} and codes[409] == CLIENTS, codes
     assert stack.wait(train_id, timeout=30)["status"] == "canceled"
     assert group.stops[train_id] == 1
-    group.assert_all_alive()
-    group.next_job_finishes(files["small"])
-    group.assert_all_alive()
+    group.assert_survived(files["small"])
 
 
 def test_a_sharded_job_canceled_by_many_clients_stops_each_shard_at_most_once(group: GroupStack, files):
@@ -178,10 +177,8 @@ def test_a_sharded_job_canceled_by_many_clients_stops_each_shard_at_most_once(gr
     assert set(codes) <= {200, 202, 409} and codes[409] == CLIENTS, codes
     assert stack.wait(job_id, timeout=30)["status"] == "canceled"
     assert all(count <= 1 for count in group.stops.values()), group.stops
-    group.assert_all_alive()
-    group.next_job_finishes(files["small"])
+    group.assert_survived(files["small"])
     assert stack.status(job_id)["status"] == "canceled"
-    group.assert_all_alive()
 
 
 def test_stop_commands_past_the_api_never_reach_beyond_the_horse(group: GroupStack, files):
@@ -211,9 +208,7 @@ def test_stop_commands_past_the_api_never_reach_beyond_the_horse(group: GroupSta
             thread.join(10)
     assert status["status"] == "canceled", status
     assert group.stops[job_id] > CLIENTS
-    group.assert_all_alive()
-    group.next_job_finishes(files["small"])
-    group.assert_all_alive()
+    group.assert_survived(files["small"])
 
 
 def test_a_finished_job_answers_409_to_every_cancel(group: GroupStack, files):
