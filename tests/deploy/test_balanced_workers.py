@@ -1,4 +1,4 @@
-"""deploy/gunicorn.conf.py's balanced gthread worker: a few keep-alive clients reach every worker.
+"""The balanced gthread worker (service/server/balanced.py): a few keep-alive clients reach every worker.
 
 With gunicorn's plain gthread workers on one socket, the worker that happens to be awake accepts,
 and 4 keep-alive clients often all landed on one worker while the other core idled. Each client

@@ -1,4 +1,4 @@
-"""deploy/gunicorn.conf.py's default worker answers whole keep-alive requests on its main thread.
+"""The default gunicorn worker (service/server/inline.py) answers whole keep-alive requests on its main thread.
 
 What that must not break, each tried on real gunicorn with one worker (so a blocked main thread
 would stall every client): requests that arrive whole, back to back or pipelined, are answered in
@@ -160,9 +160,11 @@ def test_a_client_accepted_between_two_answers_is_answered_at_once(one_worker):
     assert max(waits) < 0.5, waits
 
 
-@pytest.mark.parametrize(("env", "worker"), [({}, "InlineThreadWorker"),
-                                             ({"MAX_BATCH_SIZE": "8"}, "BalancedThreadWorker"),
-                                             ({"MAX_BATCH_SIZE": "8", "WORKER_CLASS": "inline"}, "InlineThreadWorker")])
+INLINE, BALANCED = "service.server.inline.InlineThreadWorker", "service.server.balanced.BalancedThreadWorker"
+
+
+@pytest.mark.parametrize(("env", "worker"), [({}, INLINE), ({"MAX_BATCH_SIZE": "8"}, BALANCED),
+                                             ({"MAX_BATCH_SIZE": "8", "WORKER_CLASS": "inline"}, INLINE)])
 def test_the_default_worker_is_inline_unless_requests_are_batched(start_api, base_registry, env, worker):
     """Batching merges requests running at once in pool threads: with MAX_BATCH_SIZE > 1 the
     default is the balanced worker; WORKER_CLASS still decides when it is set."""
