@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent("""
     from rq.job import Job
     from core.settings import Settings
     from worker.context import WorkerContext
-    from worker.runner import JobWorker
+    from worker.rq_worker import JobWorker
 
     stranger = int(sys.argv[1])
     context = WorkerContext(Settings(), None, redis.Redis.from_url(sys.argv[2]))

@@ -30,7 +30,7 @@ import redis  # noqa: E402
 from core.jobs import QUEUES  # noqa: E402
 from core.settings import Settings, SettingsError  # noqa: E402
 from worker.context import WorkerContext, set_context  # noqa: E402
-from worker.runner import JobWorker  # noqa: E402
+from worker.rq_worker import JobWorker  # noqa: E402
 
 log = logging.getLogger("worker")
 

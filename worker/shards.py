@@ -3,7 +3,7 @@
 The API cuts a large upload into byte ranges at line boundaries (``core.kaggle_csv.split_at_lines``)
 and queues one ``score_shard`` job per range, plus the user's job id as ``join_shards``, which
 RQ starts once every shard has ended (a dependency that allows failure, so a failed shard
-still wakes it to report). Each shard is an ordinary job of the exclusive worker: its own
+still wakes it to report). Each shard is an ordinary job of the worker (``worker.rq_worker``): its own
 fencing lock, retries and once-only final status, so it runs exactly once whatever worker
 takes it, and a retry (after a SIGKILL, say) scores only that shard again.
 

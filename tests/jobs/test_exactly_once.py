@@ -33,7 +33,7 @@ from core.settings import Settings
 from tests.jobs.conftest import Stack, StatusWatch, horse_pids, save_npz, write_kaggle_csv
 from tests.support import wait_until
 from worker.fence import ExecutionFenced, JobFence
-from worker.runner import JobWorker
+from worker.rq_worker import JobWorker
 
 SCORING_ROWS = 300_000
 # Slow enough to kill mid-run and to let the retry start while the first horse would still run.

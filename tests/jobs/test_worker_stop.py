@@ -19,7 +19,7 @@ from core.settings import Settings
 from tests.jobs.conftest import Stack, save_npz
 from tests.support import RedisServer, wait_until
 from worker.context import WorkerContext
-from worker.runner import JobWorker
+from worker.rq_worker import JobWorker
 
 EXIT_BOUND_SECONDS = 5  # the hang was 60 s; a healthy exit takes well under one
 
