@@ -3,7 +3,8 @@
 Every process (API, worker, trainer) builds one ``Settings`` at start-up and passes it down.
 The exceptions are deliberate: gunicorn's own settings (``BIND``, ``WEB_CONCURRENCY``,
 ``THREADS``, ``PROMETHEUS_MULTIPROC_DIR``) are read by ``deploy/gunicorn.conf.py`` before the app
-exists, and the first-model bootstrap adds its download settings in ``trainer/bootstrap.py``.
+exists (``THREADS`` is also a field here, for the batcher), and the first-model bootstrap adds
+its download settings in ``trainer/bootstrap.py``.
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class Settings(BaseSettings):
                                 "concurrent requests of an API worker process; 1 turns batching off")
     max_batch_delay_us: int = Field(0, ge=0, le=1_000_000, description="microseconds a batch may wait for more "
                                     "requests after its oldest arrived (0: merge only what queued meanwhile)")
+    # gunicorn's THREADS (deploy/gunicorn.conf.py reads the same variable): once a request from every
+    # thread of the process waits in a batch, nobody else can arrive, and the batch runs at once.
+    threads: int | None = Field(None, ge=1, le=1024, description="threads per API worker process (gunicorn's "
+                                "THREADS); unset: batches wait out their delay")
     # 5,000: a 10,000-row chunk peaks at about 350 MB per work horse (pandas keeps a pointer per
     # field while parsing), 5,000 rows at about 230 MB, at the same speed (bench/README.md).
     scoring_chunk_rows: int = Field(5_000, ge=1, le=1_000_000, description="CSV rows a scoring job holds at once")

@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 bind = os.environ.get("BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("THREADS", "4"))
+os.environ["THREADS"] = str(threads)  # the app's batcher reads it too (Settings.threads)
 # "inline" (default): gthread whose workers share out the keep-alive connections and answer
 # requests that have arrived whole on their main thread; "balanced": the sharing without that (both
 # below); any gunicorn class by name otherwise ("gthread", "gevent", "sync").

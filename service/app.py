@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.url_map.converters.update(CONVERTERS)  # before the blueprints: their rules name these converters
-    app.extensions[STATE_KEY] = ServiceState.from_settings(settings)
+    app.extensions[STATE_KEY] = ServiceState.from_settings(settings, record=metrics.record_inference)
     register_error_handlers(app)
     metrics.install(app)  # first: its timer must start before the other hooks run
     app.before_request(_body_size_limit(settings))

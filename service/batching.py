@@ -4,7 +4,7 @@ What Triton's dynamic batcher and TF Serving's batching do, for the threads of o
 worker. A request's rows join a queue per ``Model`` object (so per resolved version: a hot swap
 starts a new queue and never mixes two versions inside one pass). The oldest waiting request's
 thread leads: it waits until the queue holds ``MAX_BATCH_SIZE`` rows, or a request from every
-thread of the process (gunicorn's ``THREADS``: nobody else can arrive), or until
+thread of the process (``THREADS``, gunicorn's and the settings': nobody else can arrive), or until
 ``MAX_BATCH_DELAY_US`` after its own arrival; takes whole requests in arrival order up to
 ``MAX_BATCH_SIZE`` rows, runs one forward pass, hands every caller exactly its rows, and passes the
 lead to the oldest request still waiting. One pass runs at a time per model: requests that arrive
@@ -22,19 +22,15 @@ and each request's wait in the queue.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
 
 import numpy as np
-from flask import current_app
 from prometheus_client import Histogram
 
 from core.model import Model
-from service.state import get_state
 
-EXTENSION_KEY = "mnist_serve.batcher"
 BATCH_ROWS = Histogram("mnist_batch_size_rows", "Rows per batched forward pass (adaptive batching)", ["model"],
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096))
 BATCH_REQUESTS = Histogram("mnist_batch_size_requests", "Requests merged into one batched forward pass", ["model"],
@@ -174,16 +170,3 @@ class Batcher:
             end = offset + len(request.pixels)
             request.answer = labels[offset:end], probabilities[offset:end]
             offset = end
-
-
-def predict(model: Model, pixels: np.ndarray) -> Prediction:
-    """``model.predict(pixels)`` through this app's batcher (``MAX_BATCH_SIZE``, ``MAX_BATCH_DELAY_US``)."""
-    batcher = current_app.extensions.get(EXTENSION_KEY)
-    if batcher is None:
-        settings = get_state().settings
-        # gunicorn's threads per worker, read from the environment as deploy/gunicorn.conf.py reads it
-        # (not a Settings field: the app does not configure gunicorn); unset, e.g. in tests: no cap.
-        threads = os.environ.get("THREADS", "")
-        batcher = current_app.extensions.setdefault(EXTENSION_KEY, Batcher(
-            settings.max_batch_size, settings.max_batch_delay_us / 1e6, int(threads) if threads.isdigit() else None))
-    return batcher.predict(model, pixels)

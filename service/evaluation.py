@@ -104,7 +104,7 @@ def evaluate_version(name: str, version: str) -> Response:
         split, rows = "the dev split the version was trained with", min(dev_rows, MAX_ROWS)
     else:
         split, rows = "the last rows of the dataset", min(len(data), MAX_ROWS)
-    model = state.models.get(version=number, model=name)  # RegistryError (404/409/503) goes to the error handler
+    model = state.dataplane.model(name, number)  # RegistryError (404/409/503) goes to the error handler
     X, y = data.X[-rows:], np.asarray(data.y[-rows:], dtype=np.int64)
     body = {"model_name": name, "model_version": number, "dataset": dataset_name, "rows": rows, "split": split,
             **confusion_report(y, model.predict_proba(X))}

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import orjson
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Flask, Response, g, has_request_context, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Metric
 from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -59,6 +59,15 @@ UNTIMED_ENDPOINTS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/he
 _STARTED = "mnist_serve.started"  # environ key: perf_counter() when the WSGI call began
 blueprint = Blueprint("metrics", __name__)
 _prediction_children: dict[tuple[str, int | None, int], object] = {}
+
+
+def record_inference(model: str, version: int, labels: np.ndarray | None) -> None:
+    """The dataplane's recorder (``service.dataplane.Recorder``) for the HTTP app: the predicted digits
+    counted, and the version that answered named in this request's access log line."""
+    if labels is not None:
+        record_predictions(model, version, labels)
+    if has_request_context():
+        g.model_version = version
 
 
 def record_predictions(model: str, version: int | None, labels: np.ndarray) -> None:

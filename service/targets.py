@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.registry import is_decimal
-from core.serving import Predictor, UnknownModel
+from core.serving import Predictor
 from service.service_error import ServiceError
 from service.state import get_state
 
@@ -16,10 +16,7 @@ def check_model_name(name: str) -> str:
 
 def predictor_of(name: str) -> Predictor:
     """The served model's predictor; a ``ServiceError`` 404 naming the served models otherwise."""
-    try:
-        return get_state().models.predictor(name)
-    except UnknownModel as exc:
-        raise ServiceError(404, str(exc)) from None
+    return get_state().dataplane.predictor(name)
 
 
 def parse_version(text: str) -> int:

@@ -4,7 +4,7 @@
 and ``POST /v1/models/<name>[...]:predict_image`` with one or more multipart ``file`` fields;
 ``POST /v1/models/<name>[...]:explain`` takes the same ``instances`` and answers a 28x28
 attribution map per instance (``core.explain``), as KServe's V1 ``:explain`` verb.
-A protocol adapter only: decode (``service.instances``) -> ``dataplane.infer`` -> encode.
+A protocol adapter only: decode (``service.instances``) -> the app's ``DataPlane`` -> encode.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from core.explain import METHOD
-from service import dataplane
 from service.auth import guard_blueprint
+from service.dataplane import InferenceResult
 from service.instances import SIDE, instances_to_pixels, predict_body_to_pixels, uploads_to_pixels
 from service.jsonio import json_response, parse_json, read_body, require_json_content_type, validate
 from service.schemas import PredictRequest
@@ -31,7 +31,7 @@ _EXTRA_FORM_PARTS = 8  # multipart fields besides the files a client may send (i
 Handler = Callable[[str, int | None, str | None], Response]
 
 
-def _encode(result: dataplane.InferenceResult, filenames: list[str] | None = None) -> Response:
+def _encode(result: InferenceResult, filenames: list[str] | None = None) -> Response:
     """The V1 response: one ``{"label"[, "class"], "probabilities"[, "filename"]}`` per instance, in
     order; ``"class"`` (the label's name) when the model's manifest names its classes."""
     probabilities = result.probabilities
@@ -51,7 +51,7 @@ def _predict_json(name: str, version: int | None, alias: str | None) -> Response
     require_json_content_type()
     state = get_state()
     pixels = predict_body_to_pixels(read_body(), state.settings.max_instances, state.image_budget)
-    return _encode(dataplane.infer(name, version, alias, pixels))
+    return _encode(state.dataplane.infer(name, version, alias, pixels))
 
 
 def _predict_upload(name: str, version: int | None, alias: str | None) -> Response:
@@ -70,7 +70,7 @@ def _predict_upload(name: str, version: int | None, alias: str | None) -> Respon
                                 f"(MAX_IMAGES_PER_REQUEST) and {_EXTRA_FORM_PARTS} other fields of at most "
                                 f"{request.max_form_memory_size or 0:,} bytes each") from None
     pixels = uploads_to_pixels(files, state.settings.max_instances, budget)
-    return _encode(dataplane.infer(name, version, alias, pixels), [upload.filename or "" for upload in files])
+    return _encode(state.dataplane.infer(name, version, alias, pixels), [upload.filename or "" for upload in files])
 
 
 def _explain_json(name: str, version: int | None, alias: str | None) -> Response:
@@ -83,9 +83,7 @@ def _explain_json(name: str, version: int | None, alias: str | None) -> Response
         raise ServiceError(422, f"instances: {len(body.instances)} instances, at most {cap} per :explain "
                                 "request (MAX_EXPLAIN_INSTANCES); send the rest in another request")
     pixels = instances_to_pixels(body.instances, cap, state.image_budget)
-    model = dataplane.resolve(name, version, alias)
-    explanation = model.explain(pixels)
-    g.model_version = model.version
+    model, explanation = state.dataplane.explain(name, version, alias, pixels)
     # What the model saw: images after their MNIST-style preprocessing, numbers as sent (rounded).
     seen = np.clip(np.rint(pixels), 0, 255).astype(np.int64).reshape(-1, SIDE, SIDE).tolist()
     attributions = explanation.attributions.astype(np.float32).reshape(-1, SIDE, SIDE)

@@ -2,7 +2,7 @@
 
 Input ``pixels`` ``[n, 784]`` FP32 or UINT8; outputs ``probabilities`` ``[n, 10]`` FP32 and
 ``labels`` ``[n]`` INT64, as JSON or with the binary tensor data extension. A protocol adapter
-only: decode (``service.v2_codec``) -> ``dataplane.infer`` -> encode.
+only: decode (``service.v2_codec``) -> the app's ``DataPlane`` -> encode.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from core.digits import N_PIXELS
 from core.model import class_names_of, platform_of
 from core.registry import RegistryError
 from core.version import VERSION
-from service import dataplane
 from service.auth import guard_blueprint
 from service.jsonio import JSON_OPTIONS, json_response, read_body
 from service.service_error import ServiceError
@@ -113,7 +112,7 @@ def version_metadata(name: str, version: str) -> Response:
 
 
 def _ready(name: str, version: int | None) -> Response:
-    model = dataplane.resolve(name, version)  # 404 unknown model or version, 503 nothing published
+    model = get_state().dataplane.model(name, version)  # 404 unknown model or version, 503 nothing published
     return json_response({"name": name, "version": str(model.version), "ready": True})
 
 
@@ -142,9 +141,10 @@ def _infer(name: str, version: int | None) -> Response:
     if encoding != "identity":
         raise ServiceError(415, f"Content-Encoding {encoding!r} is not supported")
     infer, binary = parse_request(read_body(), header_length)
-    pixels = input_pixels(infer, binary, get_state().settings.max_instances)
+    state = get_state()
+    pixels = input_pixels(infer, binary, state.settings.max_instances)
     wanted = wanted_outputs(infer)
-    result = dataplane.infer(name, version, None, pixels)
+    result = state.dataplane.infer(name, version, None, pixels)
     header = {"model_name": name, "model_version": str(result.version)}
     if infer.id is not None:
         header["id"] = infer.id

@@ -55,7 +55,7 @@ def test_forwarded_addresses_are_trusted_from_the_configured_proxies_only():
 def test_the_config_file_holds_settings_and_names_the_worker_classes(monkeypatch, tmp_path, env, worker):
     for name in ("WORKER_CLASS", "MAX_BATCH_SIZE"):
         monkeypatch.delenv(name, raising=False)
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # restored afterwards
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "THREADS"):  # restored afterwards
         monkeypatch.setenv(name, os.environ.get(name, "1"))
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -1,7 +1,8 @@
 """One dataplane under two protocols: V1 and V2 share one inference path, one error handler.
 
-In-process (``create_app(...).test_client()``): these test the shape of the service, not
-the HTTP server, which the gunicorn tests cover.
+The ``DataPlane`` is an object of its own, used here without Flask (no app, no request); the
+protocols are tried in-process (``create_app(...).test_client()``): these test the shape of the
+service, not the HTTP server, which the gunicorn tests cover.
 """
 
 from __future__ import annotations
@@ -15,20 +16,40 @@ from flask import Flask
 from prometheus_client import REGISTRY
 
 from core.registry import ModelRegistry, RegistryError
+from core.serving import ModelSet
 from core.settings import Settings
-from service import dataplane
 from service.app import create_app
+from service.batching import Batcher
+from service.dataplane import DataPlane
 from service.images import ImageBusy, ImageError
 from service.service_error import ServiceError
 
 SERVICE = Path(__file__).resolve().parents[2] / "service"
 # The codecs and the pure modules they build on: none of them may need Flask to run or to fail.
-FLASK_FREE = ["service_error", "json_decode", "instances", "v2_codec", "images", "image_decode", "schemas"]
+# The dataplane too, so that any protocol (gRPC next) can hold the same object.
+FLASK_FREE = ["service_error", "json_decode", "instances", "v2_codec", "images", "image_decode", "schemas",
+              "dataplane", "batching"]
+
+
+def _settings(models_dir: Path, tmp_path: Path) -> Settings:
+    return Settings(models_dir=models_dir, jobs_dir=tmp_path / "jobs", data_dir=tmp_path / "data",
+                    redis_url="redis://127.0.0.1:1/0")
 
 
 def _app(models_dir: Path, tmp_path: Path) -> Flask:
-    return create_app(Settings(models_dir=models_dir, jobs_dir=tmp_path / "jobs", data_dir=tmp_path / "data",
-                               redis_url="redis://127.0.0.1:1/0"))
+    return create_app(_settings(models_dir, tmp_path))
+
+
+class Recorded(list):
+    """A recorder that keeps what the dataplane reports: (model, version, labels or None)."""
+
+    def __call__(self, model: str, version: int, labels: np.ndarray | None) -> None:
+        self.append((model, version, None if labels is None else labels.tolist()))
+
+
+def _dataplane(models_dir: Path, tmp_path: Path) -> tuple[DataPlane, Recorded]:
+    recorded = Recorded()
+    return DataPlane(ModelSet.from_settings(_settings(models_dir, tmp_path)), Batcher(1, 0.0), recorded), recorded
 
 
 @pytest.fixture(scope="module")
@@ -63,36 +84,39 @@ def test_codecs_and_their_errors_are_flask_free(module):
                 todo.append(name.removeprefix("service."))
 
 
-def test_infer_is_one_forward_pass_through_the_requested_version(app, digits, local_models):
+def test_infer_is_one_forward_pass_through_the_requested_version(base_registry, tmp_path, digits, local_models):
+    dataplane, recorded = _dataplane(base_registry, tmp_path)  # no app, no request context
     pixels = digits[0][:20].astype(np.float32)
-    with app.test_request_context():
-        production = dataplane.infer("mnist", None, None, pixels)
-        second = dataplane.infer("mnist", 2, None, pixels)
+    production = dataplane.infer("mnist", None, None, pixels)
+    second = dataplane.infer("mnist", 2, None, pixels)
     assert (production.model_name, production.version, second.version) == ("mnist", 1, 2)
     for result, version in ((production, 1), (second, 2)):
         labels, probabilities = local_models[version].predict(pixels)
         np.testing.assert_array_equal(result.labels, labels)
         np.testing.assert_allclose(result.probabilities, probabilities, atol=1e-6)
+    assert recorded == [("mnist", 1, production.labels.tolist()), ("mnist", 2, second.labels.tolist())]
+    model, explanation = dataplane.explain("mnist", 2, None, pixels[:3])
+    assert model.version == 2 and explanation.attributions.shape == (3, 784) and recorded[-1] == ("mnist", 2, None)
 
 
 def test_infer_resolves_an_alias(models_dir, tmp_path, digits):
     ModelRegistry(models_dir).promote("mnist", "staging", 2)
-    app = _app(models_dir, tmp_path)
-    with app.test_request_context():
-        assert dataplane.infer("mnist", None, "staging", digits[0][:2]).version == 2
+    dataplane, _ = _dataplane(models_dir, tmp_path)
+    assert dataplane.infer("mnist", None, "staging", digits[0][:2]).version == 2
 
 
-def test_infer_refuses_unknown_model_version_and_alias_without_flask_errors(app, digits):
+def test_infer_refuses_unknown_model_version_and_alias_without_flask_errors(base_registry, tmp_path, digits):
+    dataplane, recorded = _dataplane(base_registry, tmp_path)
     pixels = digits[0][:1]
-    with app.test_request_context():
-        with pytest.raises(ServiceError) as unknown_model:
-            dataplane.infer("fashion", None, None, pixels)
-        with pytest.raises(RegistryError) as unknown_version:
-            dataplane.infer("mnist", 99, None, pixels)
-        with pytest.raises(RegistryError) as unknown_alias:
-            dataplane.infer("mnist", None, "canary", pixels)
+    with pytest.raises(ServiceError) as unknown_model:
+        dataplane.infer("fashion", None, None, pixels)
+    with pytest.raises(RegistryError) as unknown_version:
+        dataplane.infer("mnist", 99, None, pixels)
+    with pytest.raises(RegistryError) as unknown_alias:
+        dataplane.infer("mnist", None, "canary", pixels)
     assert unknown_model.value.status == unknown_version.value.status == unknown_alias.value.status == 404
     assert "unknown model 'fashion'" in str(unknown_model.value)
+    assert recorded == []
 
 
 def _label_counts(version: str) -> np.ndarray:
