@@ -11,7 +11,8 @@
 (c) the same CSV as a sharded job (about ``--shards`` shards) on 1, 2, 4 workers: rows/s from
     submission to result, the scoring time alone (job created -> ended, the upload excluded),
     the ratio to 1 worker (issue 14: 2 workers >= 1.7x, 4 no slower than 2), the work horses'
-    peak RSS, and per-shard cost and Redis round trips for the paper model in bench/README.md.
+    peak RSS, and per-shard cost and Redis round trips for the paper model of 8 and 32 workers
+    (docs/decisions/0006-sharded-scoring.md).
 For (b) and (c), "cores busy" is the CPU time of the worker processes and of their work horses
 (reaped children, /proc/<pid>/stat) over the job's scoring time: with one worker keeping c cores
 busy, N workers on this machine's cores can be at most min(N * c, cores) / c times faster than
