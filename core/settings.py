@@ -78,7 +78,7 @@ class Settings(BaseSettings):
                                                                     "expired-file cleanups in an idle worker")
     # Adaptive batching (service.batching): concurrent requests of one API worker process merged
     # into one forward pass. A batch only merges what is concurrent in one process (gunicorn's
-    # THREADS per worker); see bench/README.md, "Adaptive batching", for when it pays.
+    # THREADS per worker); see docs/decisions/0009-batching-off-by-default.md for when it pays.
     max_batch_size: int = Field(1, ge=1, le=65536, description="most rows one batched forward pass merges from "
                                 "concurrent requests of an API worker process; 1 turns batching off")
     max_batch_delay_us: int = Field(0, ge=0, le=1_000_000, description="microseconds a batch may wait for more "
@@ -88,7 +88,8 @@ class Settings(BaseSettings):
     threads: int | None = Field(None, ge=1, le=1024, description="threads per API worker process (gunicorn's "
                                 "THREADS); unset: batches wait out their delay")
     # 5,000: a 10,000-row chunk peaks at about 350 MB per work horse (pandas keeps a pointer per
-    # field while parsing), 5,000 rows at about 230 MB, at the same speed (bench/README.md).
+    # field while parsing), 5,000 rows at about 230 MB, at the same speed
+    # (docs/decisions/0012-scoring-chunks-and-reader-thread.md).
     scoring_chunk_rows: int = Field(5_000, ge=1, le=1_000_000, description="CSV rows a scoring job holds at once")
     # An upload larger than this is scored as several shards, one RQ job each, that any worker takes.
     scoring_shard_bytes: int = Field(64 * 1024 * 1024, ge=0, description="bytes of CSV per scoring shard; "

@@ -4,7 +4,8 @@ Machine readable without a parser for gunicorn's access-log format. It is a plai
 logger (``mnist_serve.access``), so an operator or a test can attach handlers to it as to any
 other. What it costs matters, because it runs on every request: through ``logging`` a line
 costs a ``LogRecord``, a caller lookup (a walk up the stack), a formatter and a lock, together
-about as much as every metric of the request (bench/README.md, "Hot path"). So while the logger
+about as much as every metric of the request
+(docs/decisions/0013-cheap-request-metrics-and-access-log.md). So while the logger
 holds only the handler configured here (the default), a line goes straight to that handler's
 stream under the handler's lock: the same bytes, flushed the same way. With any other handler
 attached, a filter on either, or the logger disabled or raised above INFO, every line takes the

@@ -29,7 +29,7 @@ from service.service_error import ServiceError, in_context
 SIDE = 28
 # Below about two rows of text the numpy passes of the fast path cost more than orjson and one
 # np.array (a one-digit body: 0.08 ms against 0.05; crossing near 3.6 KB, 2 rows); above it they
-# win more with every row (8 rows: 0.14 against 0.29 ms; bench figures in bench/README.md).
+# win more with every row (8 rows: 0.14 against 0.29 ms; docs/decisions/0004-fast-json-path.md).
 FAST_PATH_MIN_BYTES = 4096
 SHAPE_HINT = f"expected {N_PIXELS} values or {SIDE}x{SIDE}"
 

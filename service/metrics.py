@@ -5,7 +5,8 @@ imports prometheus_client, so every worker writes its samples to mmap files ther
 ``/metrics`` (answered by whichever worker) aggregates all of them. Without that variable (a
 plain ``create_app()`` in one process) the default in-process registry is used.
 
-What a request costs (bench/README.md, "Hot path", has the profile that led here): each mmap
+What a request costs (docs/decisions/0013-cheap-request-metrics-and-access-log.md has the profile
+that led here): each mmap
 write takes a lock, and ``.labels()`` validates and locks on every call, so
 
 - a timed request (predictions, jobs, admin) observes one histogram: two adds (its bucket and

@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 
 # One BLAS thread per worker process, set before numpy loads OpenBLAS (as deploy/gunicorn.conf.py
-# does for the API). A second BLAS thread made a scoring job keep 1.8 cores busy for no speed at all
-# (1,000,000 rows: 26.6 s of scoring either way), so a second worker had no core left; with one,
-# 2 workers score 1.82x the rows/s of 1 (bench/README.md, "Sharded scoring"). An operator who runs
-# one worker per host for long retrains may set OPENBLAS_NUM_THREADS higher: it is only a default.
+# does for the API). A second BLAS thread made a scoring job keep 1.8 cores busy for no speed at all,
+# so a second worker had no core left; with one, 2 workers score about 1.8x the rows/s of 1
+# (docs/decisions/0005-one-blas-thread-per-process.md). An operator who runs one worker per host for
+# long retrains may set OPENBLAS_NUM_THREADS higher: it is only a default.
 for _blas in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_blas, "1")
 

@@ -3,8 +3,8 @@
 The issue: 8 concurrent 174 KB uploads (4096x4096 16-bit RGBA PNGs) pushed each worker to about
 1.1 GB and about 120 MB stayed. Here one worker with 4 threads gets 16 of those and 16 of the
 largest image the default limits accept, all at once; its peak RSS (``VmHWM``, reset just before)
-must stay within the goal, and its RSS must come back near where it was. Main's code: +824 MiB
-peak and +280 MiB held for the 16-bit images alone (bench/README.md, "Images").
+must stay within the goal, and its RSS must come back near where it was (the figures before the
+fix: docs/decisions/0010-image-decoding-budget.md).
 """
 
 from __future__ import annotations
