@@ -1,9 +1,17 @@
-"""The prediction API: Flask app factory and blueprints (V1, V2, jobs, models, health, metrics).
+"""The prediction API: a Flask app factory over one dataplane, in rooms by concern.
 
-Run it with ``gunicorn -c deploy/gunicorn.conf.py "service:create_app()"``.
+- ``app`` (``create_app``), ``state``, ``dataplane`` (the inference path every protocol shares),
+  ``batching``, and the HTTP plumbing: ``auth``, ``errors``/``service_error``, ``routing``,
+  ``targets``, ``metrics``/``access_log``;
+- ``protocols/``: V1, V2, model management, evaluation, health, the OpenAPI document;
+- ``codecs/``: request bodies to numpy arrays and back;
+- ``jobs/``: batch scoring and retraining on RQ;
+- ``console/``: the web console's pages and assets;
+- ``server/``: gunicorn's worker classes and hooks.
 
-``create_app`` is imported on first use, not with the package: gunicorn's master imports
-``service.server`` (worker classes, hooks) from its config, and must not load the app with it.
+Run it with ``gunicorn -c deploy/gunicorn.conf.py "service:create_app()"``. ``create_app`` is
+imported on first use, not with the package: gunicorn's master imports ``service.server`` from
+its config, and must not load the app with it.
 """
 
 from __future__ import annotations

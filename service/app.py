@@ -8,9 +8,10 @@ from collections.abc import Callable
 from flask import Flask, request
 
 from core.settings import Settings
-from service import console, evaluation, health, metrics, models_api, openapi, v1, v2
+from service import console, metrics
 from service.errors import register_error_handlers
 from service.jobs import api as jobs_api
+from service.protocols import evaluation, health, models, openapi, v1, v2
 from service.routing import CONVERTERS, RememberingMap
 from service.service_error import ServiceError
 from service.state import STATE_KEY, ServiceState
@@ -45,7 +46,8 @@ class ServiceApp(Flask):
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = ServiceApp(__name__)
+    # The console's assets are the app's own static files and templates (``/static/<filename>``).
+    app = ServiceApp(__name__, static_folder="console/static", template_folder="console/templates")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.url_map.converters.update(CONVERTERS)  # before the blueprints: their rules name these converters
@@ -53,7 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     metrics.install(app)  # first: its timer must start before the other hooks run
     app.before_request(_body_size_limit(settings))
-    for blueprint in (health.blueprint, v1.blueprint, v2.blueprint, models_api.blueprint, metrics.blueprint,
+    for blueprint in (health.blueprint, v1.blueprint, v2.blueprint, models.blueprint, metrics.blueprint,
                       openapi.blueprint, jobs_api.blueprint, evaluation.blueprint, console.blueprint):
         app.register_blueprint(blueprint)
     return app

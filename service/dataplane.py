@@ -1,6 +1,6 @@
 """The one inference path under every protocol: resolve the model, one forward pass, record it.
 
-V1 (``service.v1``), V2 (``service.v2``) and the console only decode a request into an (n, 784)
+V1 (``service.protocols.v1``), V2 (``service.protocols.v2``) and the console only decode a request into an (n, 784)
 pixel array, call ``DataPlane.infer`` and encode the ``InferenceResult``, as KServe's and
 MLServer's dataplanes sit under their protocol modules. So what is predicted, which version
 answers, what the metrics count and what the access log names are decided here once, whatever

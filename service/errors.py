@@ -15,7 +15,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from core.registry import RegistryError
-from service.image_decode import ImageError
+from service.codecs.image_decode import ImageError
 from service.service_error import ServiceError
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The one Flask-free refusal: ``ServiceError(status, message, headers)``.
 
-Codecs and the dataplane raise it (as ``service.image_decode`` raises ``ImageError`` and
+Codecs and the dataplane raise it (as ``service.codecs.image_decode`` raises ``ImageError`` and
 ``core.registry`` raises ``RegistryError``, both carrying their HTTP status), so none of them
 needs Flask; the app factory registers one handler (``service.errors``) that turns every such
 error into ``{"error": message}`` with its status.

@@ -15,8 +15,8 @@ from core.registry import ModelRegistry
 from core.serving import ModelSet, Predictor
 from core.settings import Settings
 from service.batching import Batcher
+from service.codecs.images import ImageBudget
 from service.dataplane import DataPlane, Recorder
-from service.images import ImageBudget
 
 STATE_KEY = "mnist_serve"
 

@@ -29,6 +29,7 @@ from rq.job import Job
 
 from core.jobs import RESULT_CSV, UPLOAD_CSV, UPLOAD_DIR, ScoreJob, TrainJob, is_expired, job_dir, new_job_id
 from service.auth import check_api_key
+from service.codecs.jsonio import json_response, parse_json, read_body
 from service.errors import ServiceError, error_response
 from service.jobs import budget as jobs_budget
 from service.jobs import queue as jobs_queue
@@ -36,7 +37,6 @@ from service.jobs import sharding
 from service.jobs.datasets import TRAINING_FILE_FIELDS, dataset_path, save_training_upload
 from service.jobs.schemas import parse_score, parse_train
 from service.jobs.uploads import Upload, move_into_place, parse_multipart, save_body
-from service.jsonio import json_response, parse_json, read_body
 from service.state import get_state
 
 blueprint = Blueprint("jobs", __name__)

@@ -20,15 +20,15 @@ from core.serving import ModelSet
 from core.settings import Settings
 from service.app import create_app
 from service.batching import Batcher
+from service.codecs.images import ImageBusy, ImageError
 from service.dataplane import DataPlane
-from service.images import ImageBusy, ImageError
 from service.service_error import ServiceError
 
 SERVICE = Path(__file__).resolve().parents[2] / "service"
 # The codecs and the pure modules they build on: none of them may need Flask to run or to fail.
 # The dataplane too, so that any protocol (gRPC next) can hold the same object.
-FLASK_FREE = ["service_error", "json_decode", "instances", "v2_codec", "images", "image_decode", "schemas",
-              "dataplane", "batching"]
+FLASK_FREE = ["service_error", "codecs.json_decode", "codecs.instances", "codecs.v2_codec", "codecs.images",
+              "codecs.image_decode", "codecs.schemas", "dataplane", "batching"]
 
 
 def _settings(models_dir: Path, tmp_path: Path) -> Settings:
@@ -58,8 +58,9 @@ def app(base_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Flask:
 
 
 def _service_imports(module: str) -> set[str]:
-    """Top-level packages and ``service.*`` modules that ``service/<module>.py`` imports."""
-    tree = ast.parse((SERVICE / f"{module}.py").read_text())
+    """Top-level packages and ``service.*`` modules that ``service/<module>.py`` imports (dotted names)."""
+    path = SERVICE / f"{module.replace('.', '/')}.py"
+    tree = ast.parse((path if path.exists() else SERVICE / module.replace(".", "/") / "__init__.py").read_text())
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

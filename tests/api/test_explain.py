@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from core.registry import ModelRegistry
-from service.images import image_to_pixels
+from service.codecs.images import image_to_pixels
 from tests.api.conftest import b64, png_bytes
 
 JSON = {"Content-Type": "application/json"}

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.image_decode import DecodeBudget
-from service.images import ImageBudget, ImageBusy, ImageError, ImageTooLarge, image_to_pixels
+from service.codecs.image_decode import DecodeBudget
+from service.codecs.images import ImageBudget, ImageBusy, ImageError, ImageTooLarge, image_to_pixels
 from tests.api.conftest import b64, files, png_bytes
 from tests.api.photos import digit_photo
 from tests.api.pngs import digit_canvas, encode_png, png_chunk

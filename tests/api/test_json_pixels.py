@@ -1,4 +1,4 @@
-"""The V1 JSON fast path (service.json_pixels) takes plain rows and gives exactly the general path's
+"""The V1 JSON fast path (service.codecs.json_pixels) takes plain rows and gives exactly the general path's
 values; every other body, and every body with an error, goes to the general path, whose messages
 name ``instances[i][j]``.
 
@@ -13,10 +13,10 @@ import numpy as np
 import orjson
 import pytest
 
-from service.instances import instances_to_pixels, predict_body_to_pixels
-from service.json_decode import parse_json, validate
-from service.json_pixels import fast_pixels
-from service.schemas import PredictRequest
+from service.codecs.instances import instances_to_pixels, predict_body_to_pixels
+from service.codecs.json_decode import parse_json, validate
+from service.codecs.json_pixels import fast_pixels
+from service.codecs.schemas import PredictRequest
 from service.service_error import ServiceError
 from tests.api.test_malformed import CASES, PREDICT
 

@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from core.registry import InvalidName, check_alias
 from core.settings import Settings
-from service.openapi import UNDOCUMENTED, documented_rules
+from service.protocols.openapi import UNDOCUMENTED, documented_rules
 from service.routing import ALIAS_JSON_PATTERN
 
 IMPLICIT = {"HEAD", "OPTIONS"}

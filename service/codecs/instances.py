@@ -1,7 +1,7 @@
 """V1 ``instances`` and uploaded images -> one float32 array (n, 784), with errors that name the
 instance and pixel (Flask-free ``ServiceError``s).
 
-A V1 body of plain rows never becomes Python numbers at all: ``service.json_pixels`` parses it
+A V1 body of plain rows never becomes Python numbers at all: ``service.codecs.json_pixels`` parses it
 with numpy straight from the text. Every other body takes the general path here: pydantic checks
 the envelope; the numbers themselves are checked vectorised in numpy (shape once, finiteness and
 range once for the whole batch), because validating 784,000 Python numbers one by one would cost
@@ -20,10 +20,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from core.digits import N_PIXELS
-from service.images import ImageBudget, ImageError, image_to_pixels
-from service.json_decode import parse_json, type_name, validate
-from service.json_pixels import fast_pixels
-from service.schemas import PredictRequest
+from service.codecs.images import ImageBudget, ImageError, image_to_pixels
+from service.codecs.json_decode import parse_json, type_name, validate
+from service.codecs.json_pixels import fast_pixels
+from service.codecs.schemas import PredictRequest
 from service.service_error import ServiceError, in_context
 
 SIDE = 28
@@ -52,7 +52,7 @@ def check_image_count(indices: Sequence[int], budget: ImageBudget, field: str) -
 def predict_body_to_pixels(raw: bytes, max_instances: int, budget: ImageBudget | None = None) -> np.ndarray:
     """A V1 ``predict`` body -> (n, 784) float32.
 
-    Plain rows of 784 numbers in a body of ``FAST_PATH_MIN_BYTES`` or more take ``service.json_pixels``
+    Plain rows of 784 numbers in a body of ``FAST_PATH_MIN_BYTES`` or more take ``service.codecs.json_pixels``
     (numbers parsed by numpy straight from the text); anything else, and every body with an error,
     takes the general path: orjson, the pydantic envelope, then ``instances_to_pixels``, which also
     words every error message.

@@ -2,7 +2,7 @@
 
 Input ``pixels`` ``[n, 784]`` FP32 or UINT8; outputs ``probabilities`` ``[n, 10]`` FP32 and
 ``labels`` ``[n]`` INT64, as JSON or with the binary tensor data extension. A protocol adapter
-only: decode (``service.v2_codec``) -> the app's ``DataPlane`` -> encode.
+only: decode (``service.codecs.v2_codec``) -> the app's ``DataPlane`` -> encode.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from core.model import class_names_of, platform_of
 from core.registry import RegistryError
 from core.version import VERSION
 from service.auth import guard_blueprint
-from service.jsonio import JSON_OPTIONS, json_response, read_body
+from service.codecs.jsonio import JSON_OPTIONS, json_response, read_body
+from service.codecs.v2_codec import INPUT_NAME, encode_response, input_pixels, parse_request, wanted_outputs
 from service.service_error import ServiceError
 from service.state import get_state
 from service.targets import check_model_name, parse_version
-from service.v2_codec import INPUT_NAME, encode_response, input_pixels, parse_request, wanted_outputs
 
 blueprint = Blueprint("v2", __name__)
 SERVER_NAME, SERVER_VERSION = "mnist-serve", VERSION

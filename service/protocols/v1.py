@@ -4,7 +4,7 @@
 and ``POST /v1/models/<name>[...]:predict_image`` with one or more multipart ``file`` fields;
 ``POST /v1/models/<name>[...]:explain`` takes the same ``instances`` and answers a 28x28
 attribution map per instance (``core.explain``), as KServe's V1 ``:explain`` verb.
-A protocol adapter only: decode (``service.instances``) -> the app's ``DataPlane`` -> encode.
+A protocol adapter only: decode (``service.codecs.instances``) -> the app's ``DataPlane`` -> encode.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from core.explain import METHOD
 from service.auth import guard_blueprint
+from service.codecs.instances import SIDE, instances_to_pixels, predict_body_to_pixels, uploads_to_pixels
+from service.codecs.jsonio import json_response, parse_json, read_body, require_json_content_type, validate
+from service.codecs.schemas import PredictRequest
 from service.dataplane import InferenceResult
-from service.instances import SIDE, instances_to_pixels, predict_body_to_pixels, uploads_to_pixels
-from service.jsonio import json_response, parse_json, read_body, require_json_content_type, validate
-from service.schemas import PredictRequest
 from service.service_error import ServiceError
 from service.state import get_state
 from service.targets import check_model_name, parse_version

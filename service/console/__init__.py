@@ -1,6 +1,6 @@
 """The web console: Try it (``/``), Models, Jobs and Health pages, served by the app itself.
 
-The pages are Jinja templates with small vanilla JavaScript in ``service/static``; every figure
+The pages are Jinja templates with small vanilla JavaScript in ``static/`` beside this module; every figure
 they show is fetched from the public HTTP API (the same endpoints anyone can curl), so the
 console has no data path of its own. Charts are inline SVG drawn by ``static/charts.js``: no
 CDN, no vendored library, nothing leaves the host.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
-from service.openapi import api_document
+from service.protocols.openapi import api_document
 from service.state import get_state
 
 blueprint = Blueprint("console", __name__)

@@ -3,7 +3,7 @@
 Paths, methods and path parameters come from ``app.url_map`` (each rule, its methods less the
 HEAD and OPTIONS Flask adds, its converters' JSON Schemas), so the document cannot list a route
 the server lacks or miss one it has. What each operation takes and answers comes from
-``service.openapi_docs`` and the pydantic schemas. Settings shape the document too: the one
+``service.protocols.openapi_docs`` and the pydantic schemas. Settings shape the document too: the one
 model names served, ``MAX_INSTANCES``, ``MAX_EXPLAIN_INSTANCES``, and which operations need the Bearer key.
 """
 
@@ -22,9 +22,9 @@ from werkzeug.routing import Rule
 from core.settings import Settings
 from core.training_config import TrainConfig
 from core.version import VERSION
-from service import schemas as s
-from service.jsonio import json_response
-from service.openapi_docs import DATASET_NAME, DOCS, TRAIN_FIELDS, Doc, ref
+from service.codecs import schemas as s
+from service.codecs.jsonio import json_response
+from service.protocols.openapi_docs import DATASET_NAME, DOCS, TRAIN_FIELDS, Doc, ref
 from service.state import get_state
 
 blueprint = Blueprint("openapi", __name__)

@@ -1,7 +1,7 @@
 """What the OpenAPI document says about each endpoint: summary, request body, responses, auth.
 
 Keyed by Flask endpoint name. The paths, methods and path parameters are not written here:
-``service.openapi`` reads them from ``app.url_map``, so a route cannot be missing from the
+``service.protocols.openapi`` reads them from ``app.url_map``, so a route cannot be missing from the
 document or differ from it; an endpoint without an entry here is still listed (and
 tests/api/test_openapi.py fails until it gets one).
 

@@ -9,8 +9,8 @@ from flask import Blueprint, Response
 
 from core.registry import ModelRegistry, NoModelPublished, RegistryError, check_alias
 from service.auth import guard_blueprint, require_api_key
-from service.jsonio import json_response, parse_json, read_body, require_json_content_type, validate
-from service.schemas import AliasUpdate
+from service.codecs.jsonio import json_response, parse_json, read_body, require_json_content_type, validate
+from service.codecs.schemas import AliasUpdate
 from service.state import get_state
 from service.targets import check_model_name, parse_version, predictor_of
 

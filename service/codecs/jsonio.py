@@ -1,6 +1,6 @@
 """Fast JSON in and out with orjson, and the body checks every JSON endpoint shares.
 
-The parsing itself is Flask-free in ``service.json_decode`` (re-exported here); this module
+The parsing itself is Flask-free in ``service.codecs.json_decode`` (re-exported here); this module
 reads the request body and writes responses.
 
 A 1,000-instance request is ~3 MB of numbers: orjson parses it several times faster than the
@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from flask import Response, request
 
-from service.json_decode import parse_json, type_name, validate
+from service.codecs.json_decode import parse_json, type_name, validate
 from service.service_error import ServiceError
 
 __all__ = ["JSON_OPTIONS", "json_response", "parse_json", "read_body", "require_json_content_type", "type_name",

@@ -1,7 +1,7 @@
 """Flask-free JSON decoding shared by the codecs: parse bytes, validate with pydantic, name types.
 
 Errors are ``ServiceError``s that say what and where (400 for bytes that are not JSON, 422 for
-JSON of the wrong shape); ``service.jsonio`` adds the Flask side (reading the body, responses).
+JSON of the wrong shape); ``service.codecs.jsonio`` adds the Flask side (reading the body, responses).
 """
 
 from __future__ import annotations

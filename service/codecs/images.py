@@ -6,7 +6,7 @@ middle, as light ink on black. A photo of a pen digit on paper is the opposite p
 uneven lighting, sensor noise and lots of empty margin, so we:
 
 1. decode (honouring the EXIF rotation of phone photos) and flatten alpha onto white, within
-   a memory budget (``service.image_decode``);
+   a memory budget (``service.codecs.image_decode``);
 2. make the ink bright: invert when the border (the paper) is lighter than mid-grey;
 3. on photo-sized images, subtract a smooth quadratic fitted to the background (robustly, with
    the ink excluded) so a lighting gradient does not turn into "ink", then median-filter specks;
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
-from service.image_decode import (
+from service.codecs.image_decode import (
     MAX_IMAGE_DECODED_BYTES,
     MAX_IMAGE_PIXELS,
     ImageBudget,

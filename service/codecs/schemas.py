@@ -1,7 +1,7 @@
 """Pydantic request/response schemas: they validate request envelopes and generate /openapi.json.
 
 Instances and tensor data are typed ``Any`` at run time (numpy checks the numbers, see
-``service.instances``) but carry their full JSON Schema for the documentation.
+``service.codecs.instances``) but carry their full JSON Schema for the documentation.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ from flask import Blueprint, Response, current_app, request
 from core.digits import N_CLASSES
 from core.network import cross_entropy
 from service.auth import guard_blueprint
+from service.codecs.jsonio import json_response
 from service.jobs.datasets import dataset_path
-from service.jsonio import json_response
 from service.service_error import ServiceError
 from service.state import get_state
 from service.targets import check_model_name, parse_version

@@ -9,7 +9,7 @@ than the forward pass. Most clients send the plainest shape there is,
 so this module recognises exactly that shape on the raw bytes and converts all numbers at once
 with numpy: a few whole-body passes of byte arithmetic, then one gather at the end of each
 number. It accepts a body only when it is certain that the general path (orjson + pydantic +
-``service.instances``) would accept it and produce the same float32 values; on anything else
+``service.codecs.instances``) would accept it and produce the same float32 values; on anything else
 (``b64`` images, 28x28 nesting, another key, a minus sign, an exponent, NaN, more than 3 digits
 after the dot, a value outside 0..255, a wrong row length, invalid JSON) it answers ``None`` and
 the caller takes the general path, which also writes the error messages (``instances[i][j]:

@@ -15,9 +15,9 @@ import numpy as np
 
 from core.digits import N_PIXELS
 from core.registry import is_decimal
-from service.instances import check_count, check_pixel_values, numeric_rows
-from service.json_decode import parse_json, validate
-from service.schemas import V2InferRequest
+from service.codecs.instances import check_count, check_pixel_values, numeric_rows
+from service.codecs.json_decode import parse_json, validate
+from service.codecs.schemas import V2InferRequest
 from service.service_error import ServiceError
 
 INPUT_NAME = "pixels"

@@ -1,0 +1,14 @@
+"""The protocols room: one Flask blueprint per protocol or resource, each a thin adapter.
+
+A protocol module decodes a request (``service.codecs``), calls the app's ``DataPlane`` (or the
+registry, for metadata and management) and encodes the answer; it holds no inference logic.
+
+- ``v1``: TensorFlow Serving / KServe V1 ``:predict``, ``:predict_image``, ``:explain``;
+- ``v2``: the Open Inference Protocol (KServe V2 / Triton): health, metadata, ``infer``;
+- ``models``: the served models, their versions and aliases (promote, roll back);
+- ``evaluation``: a version's confusion matrix on labelled data;
+- ``health``: ``/healthz`` and ``/readyz``;
+- ``openapi`` (with ``openapi_docs``): ``/openapi.json``, built from the app's own routes.
+
+The job endpoints are the room ``service.jobs``; the console's pages ``service.console``.
+"""
