@@ -6,6 +6,7 @@ machine's own Redis on 6379 and can run beside other suites.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -48,6 +49,20 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+def child_pids(parent: int) -> list[int]:
+    """The live child processes of ``parent``, from /proc."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                children.append(int(entry.name))
+    return children
 
 
 class RedisServer:
@@ -136,6 +151,18 @@ class GunicornServer:
             raise
 
     def stop(self) -> None:
+        """SIGTERM, and after a second SIGKILL for gunicorn and its workers. A graceful stop lingers up
+        to 2 s on each connection whose client left unread data or kept it open (uploads refused
+        before their body was read), and a test server has nothing to drain."""
         if self.proc is not None:
-            stop_process(self.proc, timeout=15)
+            workers = child_pids(self.proc.pid)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(1)
+            except subprocess.TimeoutExpired:
+                for pid in child_pids(self.proc.pid) or workers:  # this server's own workers, nothing else
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                self.proc.kill()
+                self.proc.wait(10)
             self.proc = None

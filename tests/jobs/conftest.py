@@ -27,7 +27,7 @@ import requests
 
 from core.datasets import PIXEL_COLUMNS, Dataset
 from tests.conftest import API_KEY
-from tests.support import REPO_ROOT, GunicornServer, RedisServer, stop_process, wait_until
+from tests.support import REPO_ROOT, GunicornServer, RedisServer, child_pids, stop_process, wait_until
 
 _databases = itertools.cycle(range(1, 16))
 FINAL = ("finished", "failed", "canceled")
@@ -102,9 +102,11 @@ class Stack:
     # ------------------------------------------------------------ HTTP helpers
 
     def submit_csv(self, path: Path, **params: Any) -> requests.Response:
+        # Connection: close, or the streamed upload's connection stays open after the request, and
+        # gunicorn's graceful stop lingers on it (GunicornServer.stop).
         with open(path, "rb") as fh:
             return requests.post(self.url + "/v1/jobs/score", data=fh, params=params,
-                                 headers={"Content-Type": "text/csv"}, timeout=60)
+                                 headers={"Content-Type": "text/csv", "Connection": "close"}, timeout=60)
 
     def submit_train(self, json: dict[str, Any], key: str | None = API_KEY) -> requests.Response:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -161,16 +163,7 @@ class StatusWatch:
 
 def horse_pids(parent: int) -> list[int]:
     """Child processes of ``parent`` (RQ's work horse), from /proc."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == parent:
-                children.append(int(entry.name))
-    return children
+    return child_pids(parent)
 
 
 def kill_worker_and_horse(proc: subprocess.Popen) -> None:

@@ -36,10 +36,14 @@ from worker.fence import ExecutionFenced, JobFence
 from worker.rq_worker import JobWorker
 
 SCORING_ROWS = 300_000
-# Slow enough to kill mid-run and to let the retry start while the first horse would still run.
-# Wide enough that one run lasts well over the 10 s the orphan is given to die, even on a quiet
-# machine (a 784-32 net on 800 rows finished 100 epochs in about a second there).
-LONG_TRAIN = {"hidden": [256], "epochs": 400, "dropout": 0.0, "augment_shift": 0, "early_stopping": 0, "batch_size": 64}
+# Slow enough to kill mid-run and to let the retry start while the first horse would still run:
+# one run lasts well over the ORPHAN_WINDOW_S an orphan is given to die (about 15 s here, 0.1 s an
+# epoch; a 784-32 net on 800 rows had finished 100 epochs in about a second on a quiet machine),
+# and the retry runs it whole again, so each epoch more is paid twice.
+LONG_TRAIN = {"hidden": [256], "epochs": 150, "dropout": 0.0, "augment_shift": 0, "early_stopping": 0, "batch_size": 64}
+# PR_SET_PDEATHSIG kills an orphaned horse within milliseconds: one still running after this long
+# outlived its worker.
+ORPHAN_WINDOW_S = 5
 
 
 def _alive(pid: int) -> bool:
@@ -84,8 +88,8 @@ def kill_main_process_only(stack: Stack, worker: str) -> Iterator[dict[str, Any]
     seen: dict[str, Any] = {"horses": horses}
     try:
         with contextlib.suppress(TimeoutError):
-            wait_until(lambda: not any(_alive(pid) for pid in horses), 10, "the orphaned horse to die")
-        seen["orphans_after_10s"] = [pid for pid in horses if _alive(pid)]
+            wait_until(lambda: not any(_alive(pid) for pid in horses), ORPHAN_WINDOW_S, "the orphaned horse to die")
+        seen["orphans_after_window"] = [pid for pid in horses if _alive(pid)]
         yield seen
     finally:
         for pid in horses:
@@ -122,7 +126,7 @@ def test_killed_worker_main_process_scoring_runs_once(make_stack, big_csv: Path)
     files = sorted(p.name for p in directory.iterdir()) if directory.exists() else []
     observed = f"statuses {statuses}, final {status}, files {files}, horse(s) {seen}"
 
-    assert seen["orphans_after_10s"] == [], f"the orphaned horse kept running: {observed}"
+    assert seen["orphans_after_window"] == [], f"the orphaned horse kept running: {observed}"
     assert not watch.left_a_final_state(), f"the status left a final state: {observed}"
     assert status["status"] == "finished" and status["rows_scored"] == SCORING_ROWS, observed
     assert files == ["result.csv"], f"one result, no temporary, no upload left: {observed}"
@@ -148,7 +152,7 @@ def test_killed_worker_main_process_retrain_publishes_one_version(make_stack, mn
     made_by_job = [v for v in registry.versions("mnist") if registry.manifest("mnist", v).get("job_id") == job_id]
     observed = f"statuses {statuses}, final {status}, versions of the job {made_by_job}, horse(s) {seen}"
 
-    assert seen["orphans_after_10s"] == [], f"the orphaned horse kept running: {observed}"
+    assert seen["orphans_after_window"] == [], f"the orphaned horse kept running: {observed}"
     assert not watch.left_a_final_state(), f"the status left a final state: {observed}"
     assert status["status"] == "finished", observed
     assert made_by_job == [status["produced_version"]], f"exactly one version for the job: {observed}"
