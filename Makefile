@@ -4,15 +4,40 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= data
 
-.PHONY: install train test lint test-docker run fuzz
+.PHONY: install lock train test lint test-docker run fuzz
 
-$(BIN)/activate: pyproject.toml
+# Installs come from the hashed lock files in requirements/ (runtime + the test extra here, runtime
+# alone in deploy/Dockerfile), then the project itself without dependencies. pip check fails the
+# install when pyproject.toml asks for something the lock does not hold: run make lock then.
+$(BIN)/activate: pyproject.toml requirements/test.txt requirements/runtime.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --require-hashes -r requirements/test.txt
+	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip check
 	touch $(BIN)/activate
 
 install: $(BIN)/activate
+
+# uv alone, hash-checked from the lock: make lock must also run where make install fails, i.e. while
+# pyproject.toml asks for versions the lock does not have. make install brings it as well.
+$(BIN)/uv:
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	awk '/^uv==/ {p = 1; print; next} p && /^[^ #]/ {exit} p' requirements/test.txt > $(VENV)/uv-lock.txt
+	$(BIN)/pip install -q --no-deps --force-reinstall --require-hashes -r $(VENV)/uv-lock.txt
+
+## regenerate the lock files after a change to pyproject.toml's dependencies, keeping every pin that
+## still fits (add --upgrade to the two commands to move them all to the newest the ranges allow).
+## For Python 3.11 on Linux, as deploy/Dockerfile and CI run; runtime.txt takes test.txt's versions.
+## The bench and peers extras (torch, kserve) stay out of both.
+LOCK := $(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 --python-platform linux
+lock: $(BIN)/uv
+	$(LOCK) --extra test -o requirements/test.txt
+	$(LOCK) -c requirements/test.txt -o requirements/runtime.txt
+	sed -i '1i # mnist-serve runtime + test extra, hashed (make install). Regenerate both files with make lock; this one:' \
+	    requirements/test.txt
+	sed -i '1i # mnist-serve runtime dependencies, hashed (deploy/Dockerfile). Regenerate both with make lock; this one:' \
+	    requirements/runtime.txt
 
 ## train a model from MNIST IDX files / a Kaggle CSV / an .npz and publish it into ./models
 train: install
