@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= data
 
-.PHONY: install lock train test lint test-docker run fuzz
+.PHONY: install lock train test lint contracts test-docker run fuzz
 
 # Installs come from the hashed lock files in requirements/ (runtime + the test extra here, runtime
 # alone in deploy/Dockerfile), then the project itself without dependencies. pip check fails the
@@ -56,6 +56,11 @@ lint: install
 ## the whole default test suite: lint, then pytest (starts its own redis-server and gunicorn)
 test: lint
 	$(BIN)/pytest -m "not docker"
+
+## the contract tests (tests/contracts) at both ends of pyproject.toml's ranges: in .venv-floor, rebuilt
+## with every dependency at its floor, then in .venv (the lock); CI runs it after make test
+contracts: install
+	.ci/contracts
 
 ## the long schemathesis run against the real stack: 300 s, at least 5,000 cases (the default suite
 ## runs the same test for 60 s); FUZZ_SEED=<n> for another seed

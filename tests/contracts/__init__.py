@@ -9,7 +9,8 @@ installed version and says what changed ("gunicorn 27.0.1: ThreadWorker.accept(s
 changed to ...").
 
 The ranges in pyproject.toml admit only versions these tests ran on: a floor is the lowest release
-on which they pass, a ceiling the release in the lock (requirements/test.txt).
+on which they pass, a ceiling the release in the lock (requirements/test.txt). CI runs them at both
+ends (.ci/contracts, also ``make contracts``); moving a bound means running them there first.
 
 They take seconds and need no server but the session's private redis-server.
 """
