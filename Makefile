@@ -4,15 +4,40 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= data
 
-.PHONY: install train test lint test-docker run fuzz
+.PHONY: install lock train test lint contracts test-docker run fuzz
 
-$(BIN)/activate: pyproject.toml
+# Installs come from the hashed lock files in requirements/ (runtime + the test extra here, runtime
+# alone in deploy/Dockerfile), then the project itself without dependencies. pip check fails the
+# install when pyproject.toml asks for something the lock does not hold: run make lock then.
+$(BIN)/activate: pyproject.toml requirements/test.txt requirements/runtime.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --require-hashes -r requirements/test.txt
+	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip check
 	touch $(BIN)/activate
 
 install: $(BIN)/activate
+
+# uv alone, hash-checked from the lock: make lock must also run where make install fails, i.e. while
+# pyproject.toml asks for versions the lock does not have. make install brings it as well.
+$(BIN)/uv:
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	awk '/^uv==/ {p = 1; print; next} p && /^[^ #]/ {exit} p' requirements/test.txt > $(VENV)/uv-lock.txt
+	$(BIN)/pip install -q --no-deps --force-reinstall --require-hashes -r $(VENV)/uv-lock.txt
+
+## regenerate the lock files after a change to pyproject.toml's dependencies, keeping every pin that
+## still fits (add --upgrade to the two commands to move them all to the newest the ranges allow).
+## For Python 3.11 on Linux, as deploy/Dockerfile and CI run; runtime.txt takes test.txt's versions.
+## The bench and peers extras (torch, kserve) stay out of both.
+LOCK := $(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 --python-platform linux
+lock: $(BIN)/uv
+	$(LOCK) --extra test -o requirements/test.txt
+	$(LOCK) -c requirements/test.txt -o requirements/runtime.txt
+	sed -i '1i # mnist-serve runtime + test extra, hashed (make install). Regenerate both files with make lock; this one:' \
+	    requirements/test.txt
+	sed -i '1i # mnist-serve runtime dependencies, hashed (deploy/Dockerfile). Regenerate both with make lock; this one:' \
+	    requirements/runtime.txt
 
 ## train a model from MNIST IDX files / a Kaggle CSV / an .npz and publish it into ./models
 train: install
@@ -31,6 +56,11 @@ lint: install
 ## the whole default test suite: lint, then pytest (starts its own redis-server and gunicorn)
 test: lint
 	$(BIN)/pytest -m "not docker"
+
+## the contract tests (tests/contracts) at both ends of pyproject.toml's ranges: in .venv-floor, rebuilt
+## with every dependency at its floor, then in .venv (the lock); CI runs it after make test
+contracts: install
+	.ci/contracts
 
 ## the long schemathesis run against the real stack: 300 s, at least 5,000 cases (the default suite
 ## runs the same test for 60 s); FUZZ_SEED=<n> for another seed

@@ -1,8 +1,8 @@
 """The package's version, written once: in pyproject.toml, read here from the installed metadata.
 
-Where the package is not installed (the Docker image installs the dependencies only and copies
-the code next to pyproject.toml), the version comes from that pyproject.toml; failing both, a
-PEP 440 local version that says it is unknown rather than a made-up number.
+Where the package is not installed (a checkout run without ``pip install -e .``), the version comes
+from the pyproject.toml beside the code; failing both, a PEP 440 local version that says it is
+unknown rather than a made-up number.
 """
 
 from __future__ import annotations
