@@ -1,4 +1,4 @@
-"""gunicorn: what deploy/gunicorn.conf.py's workers take from gthread, and the settings it sets.
+"""gunicorn: what service/server/'s workers and hooks take from gthread, and the settings of the config.
 
 ``BalancedThreadWorker`` turns gthread's ``nr_conns`` into a property over ``_nr_conns`` and wraps
 ``accept``; ``InlineThreadWorker`` also overrides ``init_process``, ``enqueue_req``,
@@ -29,6 +29,9 @@ from gunicorn.config import Config
 from gunicorn.workers import base
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from service.server import balanced
+from service.server.balanced import BalancedThreadWorker
+from service.server.inline import InlineThreadWorker
 from tests.contracts.contract import Contract
 from tests.support import REPO_ROOT, wait_until
 
@@ -72,10 +75,12 @@ def test_thread_worker_methods_the_workers_override_or_call() -> None:
 
 
 def _worker(conf: ModuleType, cls_name: str, sockets: list[socket.socket], cfg: Config | None = None) -> Any:
+    """A worker of the class the config names by dotted path (``conf`` loaded: the shared counts exist)."""
     cfg = cfg or Config()
+    cls = {"InlineThreadWorker": InlineThreadWorker, "BalancedThreadWorker": BalancedThreadWorker}[cls_name]
     with GUNICORN.behaviour(f"building a {cls_name} as the arbiter does, Worker(age, ppid, sockets, app, timeout, "
                             "cfg, log)"):
-        return getattr(conf, cls_name)(1, os.getppid(), sockets, None, 30, cfg, glogging.Logger(cfg))
+        return cls(1, os.getppid(), sockets, None, 30, cfg, glogging.Logger(cfg))
 
 
 def test_a_worker_has_the_attributes_the_workers_read(conf: ModuleType) -> None:
@@ -222,9 +227,9 @@ def test_the_inline_worker_answers_whole_requests_on_its_main_thread(conf: Modul
         GUNICORN.check(seen[-1][1] != loop.ident, "the GET was answered on the main thread, not by the pool")
         GUNICORN.check(seen[0][2] == "203.0.113.9", f"REMOTE_ADDR {seen[0][2]!r}: post_worker_init's wrapper "
                        "of worker.wsgi did not apply (cfg.forwarded_allow_ips, environ REMOTE_ADDR)")
-        wait_until(lambda: worker._nr_conns == 2 and conf._held[0] == 2, 5, "two connections counted")
+        wait_until(lambda: worker._nr_conns == 2 and balanced.held[0] == 2, 5, "two connections counted")
     except TimeoutError:
-        GUNICORN.fail(f"gthread's nr_conns: {worker._nr_conns} held, published {conf._held[0]}, expected 2")
+        GUNICORN.fail(f"gthread's nr_conns: {worker._nr_conns} held, published {balanced.held[0]}, expected 2")
     finally:
         inline.close()
         pooled.close()
@@ -232,7 +237,7 @@ def test_the_inline_worker_answers_whole_requests_on_its_main_thread(conf: Modul
         wait_until(lambda: worker._nr_conns == 0, 10, "the connections' close")
     except TimeoutError:
         GUNICORN.fail(f"closed connections are still counted by nr_conns ({worker._nr_conns})")
-    GUNICORN.check(conf._held[0] == 0, f"the count published for the balance is {conf._held[0]}, not 0")
+    GUNICORN.check(balanced.held[0] == 0, f"the count published for the balance is {balanced.held[0]}, not 0")
     worker.handle_exit(signal.SIGTERM, None)
     loop.join(10)
     GUNICORN.check(not loop.is_alive(), "the worker's run() did not return after handle_exit")

@@ -1,4 +1,4 @@
-"""redis-py: the command listener thread worker/runner.py starts, and what RQ does with it.
+"""redis-py: the command listener thread worker/rq_worker.py starts, and what RQ does with it.
 
 ``JobWorker.subscribe`` calls ``PubSub.run_in_thread(sleep_time=COMMAND_POLL_SECONDS, daemon=True,
 exception_handler=...)``; RQ's ``Worker.unsubscribe`` then calls the thread's ``stop()`` (which in
@@ -19,7 +19,7 @@ from redis.client import PubSub
 
 from tests.contracts.contract import Contract
 from tests.support import RedisServer, wait_until
-from worker.runner import COMMAND_POLL_SECONDS
+from worker.rq_worker import COMMAND_POLL_SECONDS
 
 REDIS = Contract("redis")
 
@@ -36,7 +36,7 @@ def test_the_names_the_project_uses_from_redis() -> None:
     REDIS.names_used("redis")
 
 
-def test_run_in_thread_takes_the_keywords_worker_runner_passes() -> None:
+def test_run_in_thread_takes_the_keywords_the_worker_passes() -> None:
     REDIS.accepts(PubSub, "run_in_thread", ["sleep_time", "daemon", "exception_handler"])
 
 

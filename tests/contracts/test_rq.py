@@ -1,9 +1,9 @@
-"""rq: the Worker methods worker/exclusive.py and worker/runner.py override, and the private state they use.
+"""rq: the Worker methods worker/rq_worker.py overrides, and the private state they use.
 
-``ExclusiveWorker`` overrides ``fork_work_horse``, ``kill_horse``, ``execute_job``,
+``JobWorker`` overrides ``fork_work_horse``, ``kill_horse``, ``execute_job``,
 ``main_work_horse``, ``perform_job``, ``handle_job_success``, ``cleanup_execution`` and
-``handle_job_failure``, and reads and writes ``_stopped_job_id``; ``JobWorker`` overrides
-``__init__``'s defaults, ``get_heartbeat_ttl``, ``subscribe`` (passing RQ's private
+``handle_job_failure``, reads and writes ``_stopped_job_id``, and overrides ``__init__``'s
+defaults, ``get_heartbeat_ttl``, ``subscribe`` (passing RQ's private
 ``_pubsub_exception_handler``) and ``run_maintenance_tasks``; ``python -m worker`` reads
 ``_shutdown_requested_date``. What they rely on RQ doing: a stop command sets ``_stopped_job_id``
 and calls ``kill_horse()``; ``unsubscribe`` stops the listener thread ``subscribe`` started;
@@ -32,7 +32,7 @@ from tests.contracts.contract import Contract
 from tests.support import RedisServer, wait_until
 from worker.context import WorkerContext
 from worker.fence import RQ_FINAL
-from worker.runner import COMMAND_POLL_SECONDS, JobWorker
+from worker.rq_worker import COMMAND_POLL_SECONDS, JobWorker
 
 RQ = Contract("rq")
 
@@ -177,7 +177,7 @@ def test_monitor_work_horse_forgets_the_horse_and_leaves_a_clean_exit_to_the_wor
         connection: redis.Redis, queue_name: str) -> None:
     """After the horse is reaped, ``_horse_pid`` is 0 (worker/horse.py's guard against signalling a
     reaped pid). A stopped job whose horse exited cleanly gets no failure from RQ and keeps
-    ``_stopped_job_id``: ExclusiveWorker.execute_job records that end itself."""
+    ``_stopped_job_id``: JobWorker.execute_job records that end itself."""
     worker = Worker([queue_name], connection=connection)
     job = _job(connection, queue_name)
     failures: list[Any] = []
@@ -206,9 +206,9 @@ def test_an_execution_in_the_started_registry_and_its_cleanup(connection: redis.
              f"the started registry holds {entries}, not '<job id>:<execution id>' (service/jobs/queue_metrics.py)")
     with RQ.behaviour("Worker.cleanup_execution(job, pipeline=)"), connection.pipeline() as pipeline:
         worker.cleanup_execution(job, pipeline=pipeline)
-        # ExclusiveWorker.cleanup_execution keeps the execution that RQ drops here (rq/rq#2424)
+        # JobWorker.cleanup_execution keeps the execution that RQ drops here (rq/rq#2424)
         RQ.check(worker.execution is None, "cleanup_execution no longer clears worker.execution: "
-                 "ExclusiveWorker.cleanup_execution's work-around may be obsolete")
+                 "JobWorker.cleanup_execution's work-around may be obsolete")
         pipeline.execute()
     RQ.check(connection.zcard(registry.key) == 0, "cleanup_execution left the execution in the started registry")
 
@@ -227,7 +227,7 @@ def test_a_job_status_is_the_status_field_of_its_hash(connection: redis.Redis, q
 
 def test_an_abandoned_job_fails_with_abandoned_job_error_in_its_result(connection: redis.Redis,
                                                                         queue_name: str) -> None:
-    # ExclusiveWorker.close_abandoned_failures finds the jobs RQ's cleanup failed for good this way.
+    # JobWorker.close_abandoned_failures finds the jobs RQ's cleanup failed for good this way.
     worker = Worker([queue_name], connection=connection)
     job = _job(connection, queue_name)
     with RQ.behaviour("StartedJobRegistry.cleanup(timestamp) of an execution whose heartbeat expired"):
