@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= data
 
-.PHONY: install lock train test lint contracts test-docker run fuzz
+.PHONY: install lock train test test-fast lint contracts test-docker run fuzz
 
 # Installs come from the hashed lock files in requirements/ (runtime + the test extra here, runtime
 # alone in deploy/Dockerfile), then the project itself without dependencies. pip check fails the
@@ -53,9 +53,15 @@ run:
 lint: install
 	$(BIN)/ruff check .
 
-## the whole default test suite: lint, then pytest (starts its own redis-server and gunicorn)
+## the whole default test suite: lint, then pytest (it starts its own redis-server, gunicorn, workers,
+## nginx and Chromium); the slowest 30 tests are listed at the end
 test: lint
-	$(BIN)/pytest -m "not docker"
+	$(BIN)/pytest -m "not docker" --durations=30
+
+## the edit loop: the tests that start no server (the network and its gradient checks, datasets,
+## registry, codecs, schemas, the app in process); about a minute
+test-fast: install
+	$(BIN)/pytest -m "not servers and not docker" -q
 
 ## the contract tests (tests/contracts) at both ends of pyproject.toml's ranges: in .venv-floor, rebuilt
 ## with every dependency at its floor, then in .venv (the lock); CI runs it after make test

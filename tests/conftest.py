@@ -19,6 +19,20 @@ from trainer.pipeline import train_and_publish
 
 API_KEY = "test-key"
 
+# Fixtures that start a server process: redis-server, gunicorn, RQ workers, nginx, Chromium, the
+# launcher. A test that uses one (directly or through another fixture), or lives in a folder of
+# such tests, is marked ``servers``; ``make test-fast`` runs the others.
+SERVER_FIXTURES = frozenset({"redis_server", "own_redis", "start_api", "api", "make_stack", "launcher", "group",
+                             "fuzz_api", "browser", "start_proxy", "main_stack"})
+SERVER_FOLDERS = ("browser", "deploy", "jobs")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.parent.name
+        if folder in SERVER_FOLDERS or SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
+
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:

@@ -54,12 +54,17 @@ def _settings(models_dir: Path, root: Path, redis_url: str, **settings: object) 
     return Settings(**{**base, **settings})
 
 
+# In-process apps talk to no Redis unless a test asks for one (``redis_client``): a closed port, so
+# that what needs Redis fails at once and visibly (503) rather than reaching some other server.
+NO_REDIS = "redis://127.0.0.1:1/0"
+
+
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, base_registry: Path, redis_server: RedisServer) -> Flask:
-    """One in-process app per test module over a copy of the base registry (read-only use)."""
+def app(tmp_path_factory: pytest.TempPathFactory, base_registry: Path) -> Flask:
+    """One in-process app per test module over a copy of the base registry (read-only use), no Redis."""
     root = tmp_path_factory.mktemp("app")
     shutil.copytree(base_registry, root / "models")
-    return create_app(_settings(root / "models", root, redis_server.url))
+    return create_app(_settings(root / "models", root, NO_REDIS))
 
 
 @pytest.fixture()
@@ -68,14 +73,23 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture()
-def make_client(tmp_path: Path, redis_server: RedisServer) -> Callable[..., FlaskClient]:
+def make_client(tmp_path: Path) -> Callable[..., FlaskClient]:
     """Factory: ``make_client(models_dir, **settings)``, a test client of a fresh app with those settings
-    (Settings field names, e.g. ``require_key_for_all=True``), the in-process twin of ``start_api``."""
+    (Settings field names, e.g. ``require_key_for_all=True``), the in-process twin of ``start_api``;
+    no Redis unless ``redis_url`` is among the settings."""
 
     def make(models_dir: Path, **settings: object) -> FlaskClient:
-        return create_app(_settings(models_dir, tmp_path, redis_server.url, **settings)).test_client()
+        return create_app(_settings(models_dir, tmp_path, str(settings.pop("redis_url", NO_REDIS)),
+                                    **settings)).test_client()
 
     return make
+
+
+@pytest.fixture()
+def redis_client(make_client: Callable[..., FlaskClient], models_dir: Path,
+                 redis_server: RedisServer) -> FlaskClient:
+    """An in-process client of an app with the session's real Redis (job endpoints, readiness)."""
+    return make_client(models_dir, redis_url=redis_server.url)
 
 
 def png_bytes(pixels: np.ndarray, invert: bool = False, scale: int = 1) -> bytes:

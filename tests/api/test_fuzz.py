@@ -83,6 +83,7 @@ def config_file(directory: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SECONDS + 180)
 def test_server_agrees_with_its_openapi_document(fuzz_api, tmp_path: Path):
     report = tmp_path / "schemathesis.json"
     command = [str(Path(sys.executable).with_name("st")), "--config-file", str(config_file(tmp_path)), "run",

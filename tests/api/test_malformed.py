@@ -171,36 +171,36 @@ def test_non_ascii_digits_are_not_numbers(client):
     assert response.status_code == 400 and "Inference-Header-Content-Length" in response.json["error"]
 
 
-def test_an_empty_parameter_is_refused_not_taken_for_the_default(client):
+def test_an_empty_parameter_is_refused_not_taken_for_the_default(redis_client):
     """``?model=$MODEL`` with MODEL unset must not quietly score or evaluate with another model."""
     csv = ",".join(f"pixel{i}" for i in range(784)) + "\n" + ",".join(["0"] * 784) + "\n"
-    response = client.post("/v1/jobs/score?model=", data=csv, content_type="text/csv")
+    response = redis_client.post("/v1/jobs/score?model=", data=csv, content_type="text/csv")
     assert response.status_code == 422 and response.json["error"] == "model: empty; leave it out for the default"
-    response = client.post("/v1/jobs/score?alias=&version=", data=csv, content_type="text/csv")
+    response = redis_client.post("/v1/jobs/score?alias=&version=", data=csv, content_type="text/csv")
     assert response.json["error"] == "alias, version: empty; leave them out for the default"
-    response = client.get("/v1/models/mnist/versions/1/evaluation?dataset=")
+    response = redis_client.get("/v1/models/mnist/versions/1/evaluation?dataset=")
     assert response.status_code == 422 and response.json["error"].startswith("dataset: empty")
 
 
-def test_a_cancel_url_matches_only_the_cancel_route(client):
+def test_a_cancel_url_matches_only_the_cancel_route(redis_client):
     job = "0" * 32
-    response = client.get(f"/v1/jobs/{job}:cancel")  # not the status of a job called "<id>:cancel"
+    response = redis_client.get(f"/v1/jobs/{job}:cancel")  # not the status of a job called "<id>:cancel"
     assert response.status_code == 405 and sorted(response.headers["Allow"].split(", ")) == ["OPTIONS", "POST"]
-    response = client.post(f"/v1/jobs/{job}:cancel")
+    response = redis_client.post(f"/v1/jobs/{job}:cancel")
     assert response.status_code == 404 and response.json["error"] == f"no job {job!r} (unknown or expired)"
 
 
-def test_training_integers_past_their_bound_are_refused_naming_the_field(client):
+def test_training_integers_past_their_bound_are_refused_naming_the_field(redis_client):
     """Every integer of a training configuration has a maximum in the document, so no valid-looking
     integer is refused by pydantic's own 64-bit limit."""
     from tests.conftest import API_KEY
 
     auth = {"Authorization": f"Bearer {API_KEY}"}
     for value, message in ((2_000_000, "less than or equal to 1000000"), (10**21, "config.batch_size")):
-        response = client.post("/v1/jobs/train", json={"dataset": "x.csv", "config": {"batch_size": value}},
+        response = redis_client.post("/v1/jobs/train", json={"dataset": "x.csv", "config": {"batch_size": value}},
                                headers=auth)
         assert response.status_code == 422 and "config.batch_size" in response.json["error"], response.text
         assert message in response.json["error"]
-    config = client.get("/openapi.json").json["components"]["schemas"]["TrainConfig"]["properties"]
+    config = redis_client.get("/openapi.json").json["components"]["schemas"]["TrainConfig"]["properties"]
     unbounded = [name for name, field in config.items() if field.get("type") == "integer" and "maximum" not in field]
     assert unbounded == []
