@@ -69,7 +69,7 @@ contracts: install
 	.ci/contracts
 
 ## the long schemathesis run against the real stack: 300 s, at least 5,000 cases (the default suite
-## runs the same test for 60 s); FUZZ_SEED=<n> for another seed
+## runs the same test for 60 s; CI runs both); FUZZ_SEED=<n> for another seed
 fuzz: install
 	FUZZ_SECONDS=300 FUZZ_MIN_CASES=5000 $(BIN)/pytest tests/api/test_fuzz.py -s
 
