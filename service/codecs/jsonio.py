@@ -24,8 +24,9 @@ JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    # content_type, not mimetype: Werkzeug would otherwise work out a charset for every response
-    return Response(orjson.dumps(body, option=JSON_OPTIONS), status=status, headers=headers,
+    # content_type, not mimetype: Werkzeug would otherwise work out a charset for every response.
+    # The newline ends the text as a file's last line ends: a pasted curl's prompt starts on its own line.
+    return Response(orjson.dumps(body, option=JSON_OPTIONS | orjson.OPT_APPEND_NEWLINE), status=status, headers=headers,
                     content_type="application/json")
 
 

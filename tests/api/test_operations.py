@@ -78,3 +78,15 @@ def test_no_model_yet_is_503_and_body_limit_is_413(start_api, tmp_path):
     chunked = requests.post(server.url + "/v1/models/mnist:predict", data=iter([body[:3000], body[3000:]]),
                             headers={"Content-Type": "application/json"}, timeout=10)
     assert chunked.status_code == 413 and "error" in chunked.json()
+
+
+def test_every_json_answer_ends_with_a_newline(client, digits):
+    """A pasted ``curl`` leaves the shell's prompt on a line of its own: successes and errors alike."""
+    answers = [client.get("/v1/models"), client.get("/readyz"), client.get("/v2/models/mnist"),
+               client.post("/v1/models/mnist:predict", json={"instances": digits[0][:1].tolist()}),
+               client.post("/v2/models/mnist/infer", json={"inputs": [{"name": "pixels", "shape": [1, 784],
+                                                                      "datatype": "FP32", "data": [0] * 784}]}),
+               client.get("/v1/models/nope"), client.post("/v1/models/mnist:predict", json={})]
+    for answer in answers:
+        assert answer.mimetype == "application/json", answer.request.path
+        assert answer.data.endswith(b"}\n") and orjson.loads(answer.data), (answer.request.path, answer.data[-40:])
