@@ -33,6 +33,14 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.X)
 
+    def tail(self, rows: int) -> Dataset:
+        """The last ``rows`` rows (all of them when ``rows`` is the length), same source and digest."""
+        if rows >= len(self):
+            return self
+        start = len(self) - max(rows, 0)  # not X[-rows:]: that is every row when rows is 0
+        return Dataset(self.X[start:], None if self.y is None else self.y[start:],
+                       f"{self.source} (last {rows})", self.digest)
+
     def split_last(self, fraction: float) -> tuple[Dataset, Dataset]:
         """(first rows, last ``fraction`` of rows) in file order: the dev split is the file's tail.
 

@@ -43,11 +43,17 @@ def test_train_then_evaluate_and_manage_versions(tmp_path: Path, mnist_dir: Path
     assert "epoch   1/2" in stderr and "epoch   2/2" in stderr and "dev loss" in stderr  # progress on stderr
     assert "published mnist version 1" in stderr
 
+    # The file it trained on: by default only its dev split (the last 2,000 rows), which gives the
+    # dev accuracy the manifest records; --all-rows scores every row and says how many it trained on.
     evaluated, stderr = run_trainer("evaluate", "--models-dir", models, "--data", mnist_dir, "--json")
-    assert evaluated["n"] == 10_000 and evaluated["version"] == 1
-    assert 0.85 < evaluated["accuracy"] <= 1 and evaluated["loss"] > 0
-    assert len(evaluated["confusion_matrix"]) == 10 and len(evaluated["per_class"]) == 10
-    assert "confusion matrix" in stderr
+    assert evaluated["n"] == 2_000 and evaluated["version"] == 1 and evaluated["trained_rows"] == 0
+    assert evaluated["split"] == "the dev split the version was trained with"
+    assert evaluated["accuracy"] == pytest.approx(trained["metrics"]["dev_accuracy"], abs=1e-4)
+    assert evaluated["loss"] > 0 and len(evaluated["confusion_matrix"]) == 10 and len(evaluated["per_class"]) == 10
+    assert "confusion matrix" in stderr and "dev split" in stderr and "warning" not in stderr
+    everything, stderr = run_trainer("evaluate", "--models-dir", models, "--data", mnist_dir, "--all-rows", "--json")
+    assert everything["n"] == 10_000 and everything["trained_rows"] == 8_000
+    assert "warning: 8000 of these 10000 rows were training rows of mnist v1" in stderr
 
     second, _ = run_trainer("train", "--data", mnist_dir, "--models-dir", models, "--model", "mnist",
                             "--dev-fraction", "0.1", *SMALL, "--json")

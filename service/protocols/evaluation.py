@@ -7,7 +7,8 @@ by file name in DATA_DIR). When that file's digest matches the manifest, the eva
 the same dev split the trainer held out (its last ``dataset.dev.rows`` rows); any other
 dataset is evaluated whole, up to ``MAX_ROWS`` rows from its end. A version trained with a dev
 dataset of its own (``dataset.dev.split == "file"``: every training row was trained on) is
-evaluated by default on that dev dataset, whole.
+evaluated by default on that dev dataset, whole. ``core.evaluation.held_out`` makes that choice, for
+the trainer's ``evaluate`` command too.
 
 Answers are cached per process by version and file identity (path, size, mtime), so the
 console's repeated views cost one forward pass per version.
@@ -23,8 +24,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, current_app, request
 
-from core.digits import N_CLASSES
-from core.network import cross_entropy
+from core.evaluation import confusion_report, default_source, held_out
 from service.auth import guard_blueprint
 from service.codecs.jsonio import json_response
 from service.jobs.datasets import dataset_path
@@ -39,36 +39,14 @@ _CACHE_SIZE = 32
 _lock = threading.Lock()
 
 
-def _trained_with_dev_file(manifest: dict[str, Any]) -> bool:
-    """Whether the version's dev rows came from a dataset of their own (every training row was trained on)."""
-    return manifest.get("dataset", {}).get("dev", {}).get("split") == "file"
-
-
 def _default_dataset(manifest: dict[str, Any], data_dir: Path) -> str:
-    split = "dev" if _trained_with_dev_file(manifest) else "train"
-    source = str(manifest.get("dataset", {}).get(split, {}).get("source") or "")
+    source = default_source(manifest)
     if not source:
         raise ServiceError(404, "this version's manifest names no training data: give ?dataset=<name in DATA_DIR>")
-    path = Path(source.split(" (", 1)[0])
+    path = Path(source)
     with contextlib.suppress(ValueError, OSError):  # a folder in DATA_DIR ('fashion/...') keeps its folder
         return path.resolve().relative_to(Path(data_dir).resolve()).as_posix()
     return path.name
-
-
-def confusion_report(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
-    """Accuracy, loss, ``confusion_matrix[true][predicted]`` and per-class precision/recall/support."""
-    predicted = probabilities.argmax(axis=1)
-    matrix = np.bincount(labels * N_CLASSES + predicted, minlength=N_CLASSES * N_CLASSES).reshape(N_CLASSES, -1)
-    hits = np.diag(matrix).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.nan_to_num(hits / matrix.sum(axis=0))  # a class never predicted: 0, not NaN
-        recall = np.nan_to_num(hits / matrix.sum(axis=1))
-    return {"accuracy": round(float((predicted == labels).mean()), 6),
-            "loss": round(cross_entropy(probabilities, labels), 6),
-            "per_class": [{"class": c, "precision": round(float(precision[c]), 4),
-                           "recall": round(float(recall[c]), 4), "support": int(matrix[c].sum())}
-                          for c in range(N_CLASSES)],
-            "confusion_matrix": matrix.tolist()}
 
 
 @blueprint.get("/v1/models/<model:name>/versions/<version:version>/evaluation")
@@ -96,18 +74,14 @@ def evaluate_version(name: str, version: str) -> Response:
         data = load_dataset(path)
     except DatasetError as exc:
         raise ServiceError(422, f"dataset {dataset_name!r}: {str(exc).replace(str(path), dataset_name)}") from None
-    train, dev = manifest.get("dataset", {}).get("train", {}), manifest.get("dataset", {}).get("dev", {})
-    dev_rows = int(dev.get("rows") or 0)
-    if _trained_with_dev_file(manifest) and data.digest == dev.get("sha256"):
-        split, rows = "the dev dataset the version was evaluated on", min(len(data), MAX_ROWS)
-    elif not _trained_with_dev_file(manifest) and data.digest == train.get("sha256") and 0 < dev_rows <= len(data):
-        split, rows = "the dev split the version was trained with", min(dev_rows, MAX_ROWS)
-    else:
-        split, rows = "the last rows of the dataset", min(len(data), MAX_ROWS)
+    chosen = held_out(manifest, data)
+    rows, split = min(chosen.rows, MAX_ROWS), chosen.split
+    if rows < chosen.rows:
+        split += f", its last {rows} rows (at most {MAX_ROWS} per evaluation)"
     model = state.dataplane.model(name, number)  # RegistryError (404/409/503) goes to the error handler
-    X, y = data.X[-rows:], np.asarray(data.y[-rows:], dtype=np.int64)
+    scored = data.tail(rows)
     body = {"model_name": name, "model_version": number, "dataset": dataset_name, "rows": rows, "split": split,
-            **confusion_report(y, model.predict_proba(X))}
+            **confusion_report(np.asarray(scored.y, dtype=np.int64), model.predict_proba(scored.X))}
     with _lock:
         if len(cache) >= _CACHE_SIZE:
             cache.pop(next(iter(cache)))
