@@ -4,20 +4,32 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= data
 
-.PHONY: install lock train test test-fast lint contracts test-docker run fuzz
+.PHONY: install install-runtime lock train test test-fast lint contracts test-docker run fuzz
 
-# Installs come from the hashed lock files in requirements/ (runtime + the test extra here, runtime
-# alone in deploy/Dockerfile), then the project itself without dependencies. pip check fails the
-# install when pyproject.toml asks for something the lock does not hold: run make lock then.
-$(BIN)/activate: pyproject.toml requirements/test.txt requirements/runtime.txt
+# Installs come from the hashed lock files in requirements/: the service's runtime.txt (make run,
+# and deploy/Dockerfile), then the project itself without dependencies; make install adds the test
+# extra from test.txt (the tests, lint and lock tools). pip check fails the install when
+# pyproject.toml asks for something the lock does not hold: run make lock then.
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+TEST_STAMP := $(VENV)/.test-installed
+$(RUNTIME_STAMP): pyproject.toml requirements/runtime.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q --require-hashes -r requirements/test.txt
+	$(BIN)/pip install -q --require-hashes -r requirements/runtime.txt
 	$(BIN)/pip install -q --no-deps -e .
 	$(BIN)/pip check
-	touch $(BIN)/activate
+	touch $@
 
-install: $(BIN)/activate
+$(TEST_STAMP): $(RUNTIME_STAMP) requirements/test.txt
+	$(BIN)/pip install -q --require-hashes -r requirements/test.txt
+	$(BIN)/pip check
+	touch $@
+
+## the service's dependencies only (what make run needs)
+install-runtime: $(RUNTIME_STAMP)
+
+## the service's and the tests' dependencies
+install: $(TEST_STAMP)
 
 # uv alone, hash-checked from the lock: make lock must also run where make install fails, i.e. while
 # pyproject.toml asks for versions the lock does not have. make install brings it as well.

@@ -250,12 +250,23 @@ def test_a_fresh_checkout_hears_of_a_busy_port_before_the_install(tmp_path: Path
 def test_sigint_to_make_run_stops_every_child(launcher: Launcher) -> None:
     """make keeps SIGINT to itself and waits; the launcher must notice and stop everything."""
     # -o: never reinstall the venv in a test, even when pyproject.toml is newer than it
-    launcher.start(["make", "-s", "-o", ".venv/bin/activate", "run"])
+    launcher.start(["make", "-s", "-o", ".venv/.runtime-installed", "run"])
     pids = [int(p) for p in (launcher.run_dir / "pids").read_text().split()]
     assert len(pids) == 4
     make = launcher.proc
     make.send_signal(signal.SIGINT)
     assert make.wait(60) in (-signal.SIGINT, 0, 130), launcher.log()
+    assert_all_stopped(launcher, pids)
+
+
+def test_sigterm_stops_a_make_run_started_by_a_script(launcher: Launcher) -> None:
+    """A script's `make run &` starts make with SIGINT ignored, which make cannot undo: `kill -INT`
+    reaches nothing there (the README says so) and `kill -TERM` of make's pid must stop everything."""
+    launcher.start(["make", "-s", "-o", ".venv/.runtime-installed", "run"], sigint=signal.SIG_IGN)
+    pids = [int(p) for p in (launcher.run_dir / "pids").read_text().split()]
+    make = launcher.proc
+    make.send_signal(signal.SIGTERM)
+    make.wait(60)  # make passes SIGTERM to its child, waits for it, then dies of the signal itself
     assert_all_stopped(launcher, pids)
 
 
