@@ -80,5 +80,10 @@ def test_using_it_runs_as_pasted(launcher: Launcher, tmp_path: Path, mnist_dir: 
     assert re.search(r'"status":"ready"', out)
     assert re.search(r"^mnist_predictions_total\{", out, flags=re.M)
     assert ModelRegistry(launcher.models).aliases("mnist") == {"production": 1}
-    for written in ("digits.json", "test.csv", "submission.csv", "explain.json"):
-        assert (checkout / "scratch" / written).stat().st_size > 0
+    assert '"error":"' not in out  # "error":null is fine, a message is not
+
+    # Files only in scratch/, which git ignores in a real checkout; the whole result was downloaded.
+    assert sorted(os.listdir(checkout)) == [".run", ".venv", "data", "scratch"]
+    assert sorted(os.listdir(checkout / "scratch")) == ["digits.json", "explain.json", "submission.csv", "test.csv"]
+    assert len((checkout / "scratch" / "submission.csv").read_text().splitlines()) == 1001
+    assert subprocess.run(["git", "check-ignore", "-q", "scratch/test.csv"], cwd=REPO_ROOT).returncode == 0
