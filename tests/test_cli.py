@@ -172,3 +172,12 @@ def test_train_flags_are_generated_from_train_config() -> None:
         TrainConfig.for_preset("seed")
     with pytest.raises(SystemExit):
         build_parser(Settings()).parse_args(["train", "--data", "x", "--optimizer", "rmsprop"])
+
+
+def test_a_long_run_logs_a_summary_of_its_epochs(tmp_path: Path, mnist_dir: Path) -> None:
+    """The seed preset's 500 full-batch steps would print 500 lines: a long run logs about 25 and the last."""
+    trained, stderr = run_trainer("train", "--data", mnist_dir, "--models-dir", tmp_path, "--preset", "seed",
+                                  "--epochs", "120", "--json")
+    epochs = [int(line.split()[1].split("/")[0]) for line in stderr.splitlines() if line.startswith("epoch ")]
+    assert epochs == [1, *range(5, 121, 5)], stderr
+    assert "(logging every 5th epoch of 120, and the last)" in stderr and trained["version"] == 1

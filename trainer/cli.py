@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import typing
 from typing import Annotated, Any, Literal
@@ -109,7 +110,20 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     return parser
 
 
+EVERY_EPOCH_UP_TO = 50  # a longer run (the seed preset's 500 full-batch steps) logs about 25 lines
+
+
+def _log_step(epochs: int) -> int:
+    return 1 if epochs <= EVERY_EPOCH_UP_TO else math.ceil(epochs / 25)
+
+
 def _print_epoch(report: EpochReport) -> None:
+    step = _log_step(report.epochs)
+    if not sys.stderr.isatty() and step > 1:
+        if report.epoch == 1:
+            sys.stderr.write(f"(logging every {step}th epoch of {report.epochs}, and the last)\n")
+        if report.epoch % step and report.epoch not in (1, report.epochs):
+            return
     dev = (f"  dev loss {report.dev_loss:.4f} acc {report.dev_accuracy:.4f}"
            if report.dev_loss is not None else "")
     line = (f"epoch {report.epoch:>3}/{report.epochs}  loss {report.train_loss:.4f} "
