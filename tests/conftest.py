@@ -34,6 +34,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.servers)
 
 
+# Docker tests skipped for want of an engine, with the reason: said again after pytest's own last
+# line, because "3 skipped" alone reads like success.
+_docker_not_run: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and "docker" in report.keywords and isinstance(report.longrepr, tuple):
+        _docker_not_run.append(report.longrepr[2].removeprefix("Skipped: "))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _docker_not_run:
+        print(f"\nNOT RUN: {len(_docker_not_run)} docker-compose test(s) skipped: {_docker_not_run[0]}", flush=True)
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     path = MNIST_DIR

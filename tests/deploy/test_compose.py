@@ -56,6 +56,15 @@ def docker_unavailable() -> str | None:
     return None
 
 
+def require_docker() -> None:
+    """Skip the test without an engine; fail it under REQUIRE_DOCKER (.ci/run started one: a skip hides a failure)."""
+    reason = docker_unavailable()
+    if reason and os.environ.get("REQUIRE_DOCKER"):
+        pytest.fail(reason)
+    if reason:
+        pytest.skip(reason)
+
+
 class Stack:
     def __init__(self, tmp_path: Path, mnist_dir: Path, *extra_env: str) -> None:
         suffix = uuid.uuid4().hex[:8]
@@ -133,11 +142,7 @@ def kill_worker_process(container: str) -> None:
 
 @pytest.fixture()
 def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
-    reason = docker_unavailable()
-    if reason and os.environ.get("REQUIRE_DOCKER"):  # .ci/run started an engine: not running is a failure
-        pytest.fail(reason)
-    if reason:
-        pytest.skip(reason)
+    require_docker()
     stacks: list[Stack] = []
 
     def make(data_path: Path, *extra_env: str) -> Stack:

@@ -21,7 +21,7 @@ from rq.job import Job
 
 from core.datasets import Dataset
 from tests.deploy.helpers import score_result_accuracy, submit_score, wait_for_job
-from tests.deploy.test_compose import Stack, docker_unavailable
+from tests.deploy.test_compose import Stack, require_docker
 from tests.support import REPO_ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.docker
@@ -64,9 +64,7 @@ def logs(container: str) -> str:
 
 @pytest.fixture()
 def main_stack(tmp_path: Path, mnist_dir: Path) -> Iterator[tuple[MainStack, Path]]:
-    reason = docker_unavailable()
-    if reason:
-        pytest.skip(reason)
+    require_docker()
     redis_port = free_port()
     # SCORING_CHUNK_ROWS=20: shards of ~110 rows take a moment each, so every worker gets some.
     stack = MainStack(tmp_path, mnist_dir, "REDIS_BIND=0.0.0.0", f"REDIS_PORT={redis_port}",
