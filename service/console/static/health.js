@@ -4,7 +4,7 @@
 'use strict';
 
 (() => {
-  const {api, showError, el, model, modelPath} = Console;
+  const {api, showError, el, model, modelPath, modelMissing} = Console;
   const $ = id => document.getElementById(id);
   const history = [];
   let previous = null, started = performance.now();
@@ -64,8 +64,10 @@
   async function poll() {
     try {
       await readiness();
-      const info = await api(modelPath);
-      $('production').textContent = info.production_version ? 'v' + info.production_version : 'none';
+      // An unknown model has no production version; the header's alert says why, and the server-wide
+      // figures below are worth showing all the same.
+      const info = await api(modelPath).catch(error => { if (modelMissing(error)) return null; throw error; });
+      $('production').textContent = !info ? '–' : info.production_version ? 'v' + info.production_version : 'none';
       const text = await api('/metrics');
       const samples = parseMetrics(text), now = performance.now();
       // One gauge per worker and model: the picked model's rows first, then the others'.

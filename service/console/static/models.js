@@ -4,7 +4,7 @@
 'use strict';
 
 (() => {
-  const {api, showError, el, fmt, when, modelPath} = Console;
+  const {api, showError, el, fmt, when, modelPath, modelMissing} = Console;
   const $ = id => document.getElementById(id);
   const manifests = new Map();
   let info = null;
@@ -21,7 +21,8 @@
     try {
       info = await api(modelPath);
     } catch (error) {
-      showError('models-error', error);
+      $('aliases').textContent = '';  // no longer loading
+      if (!modelMissing(error)) showError('models-error', error);
       return;
     }
     const aliases = Object.entries(info.aliases);

@@ -5,7 +5,7 @@
 'use strict';
 
 (() => {
-  const {api, showError, el, modelPath} = Console;
+  const {api, showError, el, modelPath, modelMissing} = Console;
   const pad = document.getElementById('pad'), ctx = pad.getContext('2d');
   const target = document.getElementById('target'), errorBox = document.getElementById('try-error');
   let drawing = false, inked = false, timer = null;
@@ -117,7 +117,7 @@
       }
       for (const v of info.versions) target.append(el('option', {value: 'v:' + v.version, text: 'version ' + v.version}));
     } catch (error) {
-      showError(errorBox, error);
+      if (!modelMissing(error)) showError(errorBox, error);
     }
   }
 
