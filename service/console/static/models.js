@@ -16,6 +16,25 @@
 
   function pct(x) { return x === null || x === undefined ? '–' : (x * 100).toFixed(2) + '%'; }
 
+  /* A manifest records every field of TrainConfig (core/training_config.py), also those the run never
+   * read: these apply only to some architectures, optimizers or schedules, and are shown only there. */
+  const APPLIES = {
+    channels: (hp, m) => architecture(hp, m) === 'cnn',
+    momentum: hp => hp.optimizer === 'momentum',  // Adam keeps its own moments; gd and sgd have none
+    lr_decay: hp => hp.lr_schedule === 'inverse',
+  };
+
+  /* 'cnn' or 'mlp': the recorded arch, else (manifests from before the CNN) what the layers say. */
+  function architecture(hp, m) {
+    return hp.arch || ((m.architecture || []).some(layer => layer.type === 'conv2d') ? 'cnn' : 'mlp');
+  }
+
+  function hyperparameters(m) {
+    const hp = m.hyperparameters || {};
+    return Object.entries(hp).filter(([name]) => !APPLIES[name] || APPLIES[name](hp, m))
+      .map(([name, value]) => [name, Array.isArray(value) ? value.join(', ') : value]);
+  }
+
   async function load() {
     showError('models-error', null);
     try {
@@ -79,7 +98,7 @@
           ['dev', `${(data.dev || {}).split ?? '–'} (${(data.dev || {}).rows ?? '?'} rows)`],
           ['sha256', ((data.train || {}).sha256 || '').slice(0, 16) + '…']]),
       el('h3', {text: 'Hyper-parameters'}),
-      kv(Object.entries(m.hyperparameters || {}).map(([k, v]) => [k, Array.isArray(v) ? v.join(', ') : v])),
+      kv(hyperparameters(m)),
       el('h3', {text: 'Loss per epoch'}), loss,
       el('h3', {text: 'Accuracy per epoch'}), acc,
       el('h3', {text: 'Confusion matrix'}), evalNote, evalError, confusion,

@@ -1,0 +1,67 @@
+"""The Models page's version panels say what applies to each version: the hyper-parameters its
+architecture and optimizer used (a manifest records all of TrainConfig)."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from core.network import Network
+from core.registry import ModelRegistry
+from core.training_config import TrainConfig
+from tests.support import wait_until
+
+PANEL_LOADED = "document.querySelectorAll('#panel-a .confusion rect').length === 100"
+KEPT = ("metrics", "dataset", "curve", "best_epoch", "training_seconds")
+
+
+def _hyperparameters(page, panel: str) -> dict[str, str]:
+    """The panel's hyper-parameter list (the ``dl`` after its "Hyper-parameters" heading)."""
+    return page.evaluate("""panel => {
+        const heading = [...document.querySelectorAll(`#${panel} h3`)].find(h => h.textContent === 'Hyper-parameters');
+        const dl = heading.nextElementSibling;
+        return Object.fromEntries([...dl.querySelectorAll('dt')].map(dt => [dt.textContent,
+                                                                          dt.nextElementSibling.textContent]));
+    }""", panel)
+
+
+@pytest.fixture()
+def tiny_cnn(console_stack) -> str:
+    """``tinycnn``: one version, a small untrained CNN whose manifest says SGD with momentum, with mnist
+    v1's record (metrics, curve, and its dataset under the absolute path it was trained from)."""
+    registry = ModelRegistry(console_stack.models_dir)
+    record = {k: v for k, v in registry.manifest("mnist", 1).items() if k in KEPT}
+    config = TrainConfig(preset="cnn", channels=[2], hidden=[8], optimizer="momentum", epochs=1)
+    registry.publish_version("tinycnn", Network.cnn(channels=[2], hidden=[8]),
+                             {**record, "hyperparameters": config.model_dump()})
+
+    def listed() -> bool:
+        names = [m["name"] for m in requests.get(console_stack.url + "/v1/models", timeout=10).json()["models"]]
+        return "tinycnn" in names
+    wait_until(listed, 20, "the server to serve tinycnn")
+    return "tinycnn"
+
+
+def test_an_adam_mlp_lists_neither_channels_nor_momentum(open_page, console_stack):
+    recorded = requests.get(console_stack.url + "/v1/models/mnist/versions/1", timeout=10).json()["hyperparameters"]
+    assert (recorded["arch"], recorded["optimizer"], recorded["lr_schedule"]) == ("mlp", "adam", "cosine")
+    assert {"channels", "momentum", "lr_decay"} <= set(recorded)  # recorded, yet never read by this run
+    watched = open_page("/console/models")
+    page = watched.page
+    page.wait_for_function(PANEL_LOADED, timeout=30_000)
+    for panel in ("panel-a", "panel-b"):
+        shown = _hyperparameters(page, panel)
+        assert {"arch", "hidden", "optimizer", "lr", "dropout"} <= set(shown), shown
+        assert not {"channels", "momentum", "lr_decay"} & set(shown), shown
+    assert _hyperparameters(page, "panel-a")["hidden"] == "64"
+    watched.assert_clean()
+
+
+def test_a_cnn_trained_with_momentum_lists_channels_and_momentum(open_page, console_stack, tiny_cnn):
+    watched = open_page(f"/console/models?model={tiny_cnn}")
+    page = watched.page
+    page.wait_for_function(PANEL_LOADED, timeout=30_000)
+    shown = _hyperparameters(page, "panel-a")
+    assert [shown[name] for name in ("arch", "channels", "optimizer", "momentum")] == ["cnn", "2", "momentum", "0.9000"]
+    assert "lr_decay" not in shown  # a cosine schedule never reads it
+    watched.assert_clean()
