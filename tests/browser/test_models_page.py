@@ -1,5 +1,6 @@
 """The Models page's version panels say what applies to each version: the hyper-parameters its
-architecture and optimizer used (a manifest records all of TrainConfig)."""
+architecture and optimizer used (a manifest records all of TrainConfig) and the dataset's file name
+rather than the server's path."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ def _hyperparameters(page, panel: str) -> dict[str, str]:
         return Object.fromEntries([...dl.querySelectorAll('dt')].map(dt => [dt.textContent,
                                                                           dt.nextElementSibling.textContent]));
     }""", panel)
+
+
+def _train_source(page, panel: str) -> str:
+    return page.locator(f"#{panel} dt:text-is('train') + dd").inner_text()
 
 
 @pytest.fixture()
@@ -64,4 +69,15 @@ def test_a_cnn_trained_with_momentum_lists_channels_and_momentum(open_page, cons
     shown = _hyperparameters(page, "panel-a")
     assert [shown[name] for name in ("arch", "channels", "optimizer", "momentum")] == ["cnn", "2", "momentum", "0.9000"]
     assert "lr_decay" not in shown  # a cosine schedule never reads it
+    watched.assert_clean()
+
+
+def test_the_dataset_is_named_by_its_file_not_the_servers_path(open_page, console_stack):
+    train = requests.get(console_stack.url + "/v1/models/mnist/versions/1", timeout=10).json()["dataset"]["train"]
+    assert train["source"].startswith("/") and train["source"].endswith("/t10k-images-idx3-ubyte.gz")
+    watched = open_page("/console/models")
+    page = watched.page
+    page.wait_for_function(PANEL_LOADED, timeout=30_000)
+    for panel in ("panel-a", "panel-b"):
+        assert _train_source(page, panel) == f"t10k-images-idx3-ubyte.gz ({train['rows']} rows)"
     watched.assert_clean()

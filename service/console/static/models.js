@@ -35,6 +35,12 @@
       .map(([name, value]) => [name, Array.isArray(value) ? value.join(', ') : value]);
   }
 
+  /* The file's own name: the manifest keeps the path the trainer read, which on a server is an
+   * absolute path that says nothing to a reader of this page ("(last 2000)" suffixes survive). */
+  function fileName(source) {
+    return source === null || source === undefined ? '–' : String(source).replace(/[\\/]+$/, '').replace(/^.*[\\/]/, '');
+  }
+
   async function load() {
     showError('models-error', null);
     try {
@@ -94,7 +100,7 @@
       kv([['dev accuracy', pct(metrics.dev_accuracy)], ['dev loss', metrics.dev_loss],
           ['train accuracy', pct(metrics.train_accuracy)], ['train loss', metrics.train_loss]]),
       el('h3', {text: 'Dataset'}),
-      kv([['train', `${(data.train || {}).source ?? '–'} (${(data.train || {}).rows ?? '?'} rows)`],
+      kv([['train', `${fileName((data.train || {}).source)} (${(data.train || {}).rows ?? '?'} rows)`],
           ['dev', `${(data.dev || {}).split ?? '–'} (${(data.dev || {}).rows ?? '?'} rows)`],
           ['sha256', ((data.train || {}).sha256 || '').slice(0, 16) + '…']]),
       el('h3', {text: 'Hyper-parameters'}),
