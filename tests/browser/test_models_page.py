@@ -1,6 +1,6 @@
 """The Models page's version panels say what applies to each version: the hyper-parameters its
-architecture and optimizer used (a manifest records all of TrainConfig) and the dataset's file name
-rather than the server's path."""
+architecture and optimizer used (a manifest records all of TrainConfig), the dataset's file name
+rather than the server's path, and a model with one version is shown alone, not beside itself."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import requests
 from core.network import Network
 from core.registry import ModelRegistry
 from core.training_config import TrainConfig
+from tests.browser.conftest import PHONE
 from tests.support import wait_until
 
 PANEL_LOADED = "document.querySelectorAll('#panel-a .confusion rect').length === 100"
@@ -80,4 +81,30 @@ def test_the_dataset_is_named_by_its_file_not_the_servers_path(open_page, consol
     page.wait_for_function(PANEL_LOADED, timeout=30_000)
     for panel in ("panel-a", "panel-b"):
         assert _train_source(page, panel) == f"t10k-images-idx3-ubyte.gz ({train['rows']} rows)"
+    watched.assert_clean()
+
+
+def test_a_single_version_is_shown_alone_not_beside_itself(open_page, console_stack, tiny_cnn):
+    watched = open_page(f"/console/models?model={tiny_cnn}", PHONE)
+    page = watched.page
+    page.wait_for_function(PANEL_LOADED, timeout=30_000)
+    assert page.locator("#compare-h").inner_text() == "Version details"
+    assert page.locator("#compare-note").inner_text().startswith(f"v1 is the only version of {tiny_cnn}:")
+    assert not page.locator("#compare-pick").is_visible()
+    assert page.locator(".version-panel:visible").count() == 1
+    assert page.locator("#panel-b").inner_text() == ""  # never filled with v1 again
+    watched.screenshot("models-single-version-phone")
+    watched.assert_clean()
+
+    # A second version brings the comparison back: production v1 on the left, v2 on the right.
+    registry = ModelRegistry(console_stack.models_dir)
+    record = {k: v for k, v in registry.manifest(tiny_cnn, 1).items() if k in (*KEPT, "hyperparameters")}
+    registry.publish_version(tiny_cnn, registry.load(tiny_cnn, version=1).network, record)
+    wait_until(lambda: len(requests.get(f"{console_stack.url}/v1/models/{tiny_cnn}", timeout=10).json()["versions"])
+               == 2, 20, "the server to list v2")
+    page.reload()
+    page.wait_for_function("document.querySelectorAll('.confusion rect').length === 200", timeout=30_000)
+    assert page.locator("#compare-h").inner_text() == "Compare two versions"
+    assert page.locator("#compare-pick").is_visible() and not page.locator("#compare-note").is_visible()
+    assert [page.locator(f"#pick-{side}").input_value() for side in "ab"] == ["1", "2"]
     watched.assert_clean()

@@ -67,12 +67,19 @@
     const production = info.production_version, older = versions.filter(v => v < production);
     $('rollback').textContent = older.length ? `Roll back production to v${older[older.length - 1]}` : 'Roll back production';
     $('rollback').disabled = !older.length;
+    // One version has nothing to compare with: show it alone rather than beside itself.
+    const single = versions.length < 2;
+    $('compare-h').textContent = single ? 'Version details' : 'Compare two versions';
+    $('compare-note').textContent = single ? `v${versions[0]} is the only version of ${Console.model}: ` +
+      'nothing to compare it with yet (retrain it on the Jobs page to get another).' : '';
+    $('compare-pick').hidden = $('panel-b').hidden = single;
+    $('compare-note').hidden = !single;
     if (!$('pick-a').dataset.chosen) {
       $('pick-a').value = production ?? versions[versions.length - 1];
       $('pick-b').value = versions.filter(v => v !== +$('pick-a').value).pop() ?? $('pick-a').value;
     }
     showPanel('a');
-    showPanel('b');
+    if (!single) showPanel('b');
   }
 
   function kv(pairs) {
