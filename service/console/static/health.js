@@ -40,6 +40,12 @@
     return lowerLe;
   }
 
+  /* A route as text with a line-break opportunity after each '/': on a phone the column stays narrow
+   * and wraps between path segments, not inside a word. */
+  function breakable(route) {
+    return route.split(/(?<=\/)/).flatMap((part, i) => i ? [document.createElement('wbr'), part] : [part]);
+  }
+
   function ms(seconds) { return seconds === null ? '–' : (seconds * 1000).toFixed(seconds < 0.01 ? 2 : 1) + ' ms'; }
 
   async function readiness() {
@@ -108,9 +114,10 @@
       }
       $('p95').textContent = ms(quantile(0.95, [...all.entries()]));
       $('endpoints').tBodies[0].replaceChildren(...[...rows.values()].sort((a, b) => b.count - a.count).map(r =>
-        el('tr', {}, el('td', {}, el('code', {text: `${r.method} ${r.endpoint}`})),
-           el('td', {text: String(r.count)}), el('td', {text: String(r.errors)}),
-           el('td', {text: ms(r.count ? r.sum / r.count : null)}), el('td', {text: ms(quantile(0.95, [...r.buckets.entries()]))}))));
+        el('tr', {}, el('td', {}, el('code', {}, ...breakable(`${r.method} ${r.endpoint}`))),
+           el('td', {class: 'num', text: String(r.count)}), el('td', {class: 'num', text: String(r.errors)}),
+           el('td', {class: 'num wide-only', text: ms(r.count ? r.sum / r.count : null)}),
+           el('td', {class: 'num', text: ms(quantile(0.95, [...r.buckets.entries()]))}))));
       showError('health-error', null);
     } catch (error) {
       showError('health-error', error);
