@@ -40,10 +40,10 @@
     return lowerLe;
   }
 
-  /* A route as text with a line-break opportunity after each '/': on a phone the column stays narrow
-   * and wraps between path segments, not inside a word. */
+  /* A route as text with a line-break opportunity after each '/' and before a ':verb': on a phone
+   * the column stays narrow and wraps between path segments, not inside a word. */
   function breakable(route) {
-    return route.split(/(?<=\/)/).flatMap((part, i) => i ? [document.createElement('wbr'), part] : [part]);
+    return route.split(/(?<=\/)|(?=:)/).flatMap((part, i) => i ? [document.createElement('wbr'), part] : [part]);
   }
 
   function ms(seconds) { return seconds === null ? '–' : (seconds * 1000).toFixed(seconds < 0.01 ? 2 : 1) + ' ms'; }
