@@ -124,3 +124,24 @@ def test_cancel_a_running_retrain_from_the_recent_jobs(open_page, console_stack)
     page.wait_for_selector(f"#recent tr[data-job='{job_id}'] .status-canceled")
     assert page.locator("#train-error").inner_text() == ""
     watched.assert_clean()
+
+
+def test_recent_jobs_name_the_model_they_used(open_page, console_stack, mnist, tmp_path):
+    csv = write_kaggle_csv(tmp_path / "test.csv", mnist.X[:50])
+    accepted = console_stack.submit_csv(csv, model="mnist")
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["job_id"]
+    status = console_stack.wait(job_id)
+    assert (status["status"], status["model"], status["model_version"]) == ("finished", "mnist", 1), status
+    listed = requests.get(console_stack.url + "/v1/jobs", headers={"Authorization": f"Bearer {API_KEY}"},
+                          timeout=10).json()["jobs"]
+    assert [job["model"] for job in listed if job["job_id"] == job_id] == ["mnist"]  # what the column shows
+    watched = open_page("/console/jobs")
+    page = watched.page
+    assert page.locator("#recent thead th").all_inner_texts()[2] == "Model"
+    page.fill("#api-key", API_KEY)
+    page.click("#refresh")
+    row = page.locator(f"#recent tr[data-job='{job_id}']")
+    row.wait_for()
+    assert row.locator("td").nth(2).inner_text() == "mnist v1"
+    watched.assert_clean()

@@ -68,3 +68,25 @@ def test_recent_jobs_need_the_key_and_list_with_it(open_page, console_stack, tmp
     assert page.evaluate("sessionStorage.getItem('mnist-serve.api-key')") == API_KEY
     assert page.context.cookies() == [] and API_KEY not in page.url
     watched.assert_clean()
+
+
+def test_the_health_tables_fit_a_phone(open_page, console_stack):
+    # The longest route the metrics name, requested first so that its row is in the table.
+    assert requests.get(console_stack.url + "/v1/models/mnist/versions/1/evaluation", timeout=60).status_code == 200
+    watched = open_page("/console/health", PHONE)
+    page = watched.page
+    page.wait_for_function("""[...document.querySelectorAll('#endpoints tbody code')]
+        .some(code => code.textContent.endsWith('/evaluation'))""", timeout=30_000)
+    # Each table fits its card: nothing cut at the card's edge, nothing to scroll sideways to find.
+    for table in ("#workers", "#endpoints"):
+        sizes = page.evaluate(f"""(() => {{ const box = document.querySelector('{table}').parentElement;
+            return [box.scrollWidth, box.clientWidth]; }})()""")
+        assert sizes[0] <= sizes[1], f"{table} is {sizes[0]} px wide in a {sizes[1]} px box"
+    assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
+    # Figures are never split from their unit.
+    lines = page.evaluate("""[...document.querySelectorAll('#endpoints td.num')].filter(td => td.offsetParent)
+        .map(td => { const range = document.createRange(); range.selectNodeContents(td);
+                     return range.getClientRects().length; })""")
+    assert lines and set(lines) == {1}, lines
+    watched.screenshot("health-phone-fits")
+    watched.assert_clean()

@@ -7,6 +7,7 @@ import pytest
 import requests
 
 from tests.api.conftest import png_bytes
+from tests.browser.conftest import PHONE
 
 # Strokes on the 280x280 pad, as fractions of its size.
 SEVEN = [[(0.25, 0.22), (0.75, 0.22), (0.45, 0.85)]]
@@ -75,4 +76,33 @@ def test_an_uploaded_photo_is_explained(open_page, console_stack, mnist, tmp_pat
     page.wait_for_selector("#result:not([hidden])", timeout=30_000)
     assert page.locator("#answer").inner_text() == "It is a 3"
     assert page.locator("#bars li").count() == 10
+    watched.assert_clean()
+
+
+IN_VIEW = """(() => { const box = document.getElementById('answer').getBoundingClientRect();
+    return box.top >= 0 && box.bottom <= window.innerHeight; })()"""
+
+
+def test_on_a_phone_the_answer_is_scrolled_into_view(open_page, console_stack):
+    watched = open_page("/", PHONE)
+    page = watched.page
+    _draw(page, SEVEN)
+    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+    page.wait_for_function(IN_VIEW, timeout=5_000)  # after the smooth scroll
+    assert page.evaluate("window.scrollY") > 0
+    # At 390 x 844 the result card is below the pad: unscrolled, the answer ends under the fold.
+    assert page.evaluate("""(() => { const box = document.getElementById('answer').getBoundingClientRect();
+        return box.bottom + window.scrollY > window.innerHeight; })()""")
+    assert page.locator("#answer").inner_text() == "It is a 7"
+    watched.screenshot("try-phone-answer")
+    watched.assert_clean()
+
+
+def test_on_a_desktop_the_answer_is_in_view_and_nothing_moves(open_page, console_stack):
+    watched = open_page("/")
+    page = watched.page
+    _draw(page, SEVEN)
+    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+    page.wait_for_timeout(600)  # as long as a smooth scroll would take
+    assert page.evaluate(IN_VIEW) and page.evaluate("window.scrollY") == 0
     watched.assert_clean()

@@ -10,7 +10,15 @@ const Console = (() => {
   const model = document.body.dataset.model;
 
   class ApiError extends Error {
-    constructor(message, status) { super(message); this.status = status; }
+    constructor(message, status, path) { super(message); this.status = status; this.path = path; }
+  }
+
+  const modelPath = '/v1/models/' + encodeURIComponent(model);
+
+  /* A 404 from GET /v1/models/{name} itself means the picked model is unknown. bindPicker shows that
+   * once, in the page-wide alert under the header; a page's own box would only repeat it. */
+  function modelMissing(error) {
+    return error instanceof ApiError && error.status === 404 && error.path === modelPath;
   }
 
   function key() { return sessionStorage.getItem(KEY) || ''; }
@@ -38,13 +46,13 @@ const Console = (() => {
     try {
       response = await fetch(path, options);
     } catch (exc) {
-      throw new ApiError('the server did not answer (' + exc.message + ')', 0);
+      throw new ApiError('the server did not answer (' + exc.message + ')', 0, path);
     }
     const type = response.headers.get('Content-Type') || '';
     const payload = type.includes('json') ? await response.json() : await response.text();
     if (!response.ok) {
       const message = payload && payload.error ? payload.error : 'HTTP ' + response.status;
-      throw new ApiError(message, response.status);
+      throw new ApiError(message, response.status, path);
     }
     return payload;
   }
@@ -105,7 +113,7 @@ const Console = (() => {
     if (!names.includes(model)) {
       select.prepend(el('option', {value: model, text: model + ' (unknown)'}));
       try {
-        await api('/v1/models/' + encodeURIComponent(model));
+        await api(modelPath);
       } catch (error) {
         showError('model-error', error);
       }
@@ -115,5 +123,6 @@ const Console = (() => {
   }
 
   document.addEventListener('DOMContentLoaded', () => { bindKeyInput(); bindPicker(); });
-  return {api, key, showError, el, fmt, when, model, defaultModel: document.body.dataset.defaultModel, ApiError, modelPath: '/v1/models/' + encodeURIComponent(model)};
+  return {api, key, showError, el, fmt, when, model, defaultModel: document.body.dataset.defaultModel, ApiError, modelPath,
+          modelMissing};
 })();

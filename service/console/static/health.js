@@ -4,7 +4,7 @@
 'use strict';
 
 (() => {
-  const {api, showError, el, model, modelPath} = Console;
+  const {api, showError, el, model, modelPath, modelMissing} = Console;
   const $ = id => document.getElementById(id);
   const history = [];
   let previous = null, started = performance.now();
@@ -40,6 +40,12 @@
     return lowerLe;
   }
 
+  /* A route as text with a line-break opportunity after each '/' and before a ':verb': on a phone
+   * the column stays narrow and wraps between path segments, not inside a word. */
+  function breakable(route) {
+    return route.split(/(?<=\/)|(?=:)/).flatMap((part, i) => i ? [document.createElement('wbr'), part] : [part]);
+  }
+
   function ms(seconds) { return seconds === null ? '–' : (seconds * 1000).toFixed(seconds < 0.01 ? 2 : 1) + ' ms'; }
 
   async function readiness() {
@@ -64,8 +70,10 @@
   async function poll() {
     try {
       await readiness();
-      const info = await api(modelPath);
-      $('production').textContent = info.production_version ? 'v' + info.production_version : 'none';
+      // An unknown model has no production version; the header's alert says why, and the server-wide
+      // figures below are worth showing all the same.
+      const info = await api(modelPath).catch(error => { if (modelMissing(error)) return null; throw error; });
+      $('production').textContent = !info ? '–' : info.production_version ? 'v' + info.production_version : 'none';
       const text = await api('/metrics');
       const samples = parseMetrics(text), now = performance.now();
       // One gauge per worker and model: the picked model's rows first, then the others'.
@@ -106,9 +114,10 @@
       }
       $('p95').textContent = ms(quantile(0.95, [...all.entries()]));
       $('endpoints').tBodies[0].replaceChildren(...[...rows.values()].sort((a, b) => b.count - a.count).map(r =>
-        el('tr', {}, el('td', {}, el('code', {text: `${r.method} ${r.endpoint}`})),
-           el('td', {text: String(r.count)}), el('td', {text: String(r.errors)}),
-           el('td', {text: ms(r.count ? r.sum / r.count : null)}), el('td', {text: ms(quantile(0.95, [...r.buckets.entries()]))}))));
+        el('tr', {}, el('td', {}, el('code', {}, ...breakable(`${r.method} ${r.endpoint}`))),
+           el('td', {class: 'num', text: String(r.count)}), el('td', {class: 'num', text: String(r.errors)}),
+           el('td', {class: 'num wide-only', text: ms(r.count ? r.sum / r.count : null)}),
+           el('td', {class: 'num', text: ms(quantile(0.95, [...r.buckets.entries()]))}))));
       showError('health-error', null);
     } catch (error) {
       showError('health-error', error);

@@ -126,12 +126,20 @@
     }
   }
 
+  /* The model a job scored with (and the version it pinned) or trained into (and the version it
+   * published): GET /v1/jobs carries both in each job's status. */
+  function modelOf(job) {
+    if (!job.model) return '–';
+    const version = job.type === 'train' ? job.produced_version : job.model_version;
+    return job.model + (version ? (job.type === 'train' ? ' → v' : ' v') + version : '');
+  }
+
   async function refresh() {
     workers();
     const body = $('recent').tBodies[0];
     if (!key()) {
       showError('recent-error', null);
-      body.replaceChildren(el('tr', {}, el('td', {colspan: 6, class: 'muted',
+      body.replaceChildren(el('tr', {}, el('td', {colspan: 7, class: 'muted',
         text: 'Type the API key above to list recent jobs (GET /v1/jobs hands job ids to key holders only).'})));
       return;
     }
@@ -145,12 +153,13 @@
                           'aria-label': 'Cancel job ' + job.job_id, onclick: () => cancel(job.job_id, errorCell)});
         return el('tr', {'data-job': job.job_id},
           el('td', {}, el('code', {text: job.job_id.slice(0, 8), title: job.job_id})), el('td', {text: job.type}),
+          el('td', {class: 'model', text: modelOf(job)}),
           el('td', {class: 'status-' + job.status, text: job.status + (job.error ? ': ' + job.error : '')}),
           el('td', {class: 'wide-only', text: Math.round(job.progress * 100) + '%'}),
           el('td', {class: 'wide-only', text: when(job.created_at)}),
           el('td', {}, action, errorCell));
       }));
-      if (!jobs.length) body.replaceChildren(el('tr', {}, el('td', {colspan: 6, class: 'muted', text: 'no jobs yet'})));
+      if (!jobs.length) body.replaceChildren(el('tr', {}, el('td', {colspan: 7, class: 'muted', text: 'no jobs yet'})));
     } catch (error) {
       showError('recent-error', error);
     }

@@ -4,7 +4,7 @@
 'use strict';
 
 (() => {
-  const {api, showError, el, fmt, when, modelPath} = Console;
+  const {api, showError, el, fmt, when, modelPath, modelMissing} = Console;
   const $ = id => document.getElementById(id);
   const manifests = new Map();
   let info = null;
@@ -16,12 +16,38 @@
 
   function pct(x) { return x === null || x === undefined ? '–' : (x * 100).toFixed(2) + '%'; }
 
+  /* A manifest records every field of TrainConfig (core/training_config.py), also those the run never
+   * read: these apply only to some architectures, optimizers or schedules, and are shown only there. */
+  const APPLIES = {
+    channels: (hp, m) => architecture(hp, m) === 'cnn',
+    momentum: hp => hp.optimizer === 'momentum',  // Adam keeps its own moments; gd and sgd have none
+    lr_decay: hp => hp.lr_schedule === 'inverse',
+  };
+
+  /* 'cnn' or 'mlp': the recorded arch, else (manifests from before the CNN) what the layers say. */
+  function architecture(hp, m) {
+    return hp.arch || ((m.architecture || []).some(layer => layer.type === 'conv2d') ? 'cnn' : 'mlp');
+  }
+
+  function hyperparameters(m) {
+    const hp = m.hyperparameters || {};
+    return Object.entries(hp).filter(([name]) => !APPLIES[name] || APPLIES[name](hp, m))
+      .map(([name, value]) => [name, Array.isArray(value) ? value.join(', ') : value]);
+  }
+
+  /* The file's own name: the manifest keeps the path the trainer read, which on a server is an
+   * absolute path that says nothing to a reader of this page ("(last 2000)" suffixes survive). */
+  function fileName(source) {
+    return source === null || source === undefined ? '–' : String(source).replace(/[\\/]+$/, '').replace(/^.*[\\/]/, '');
+  }
+
   async function load() {
     showError('models-error', null);
     try {
       info = await api(modelPath);
     } catch (error) {
-      showError('models-error', error);
+      $('aliases').textContent = '';  // no longer loading
+      if (!modelMissing(error)) showError('models-error', error);
       return;
     }
     const aliases = Object.entries(info.aliases);
@@ -41,12 +67,19 @@
     const production = info.production_version, older = versions.filter(v => v < production);
     $('rollback').textContent = older.length ? `Roll back production to v${older[older.length - 1]}` : 'Roll back production';
     $('rollback').disabled = !older.length;
+    // One version has nothing to compare with: show it alone rather than beside itself.
+    const single = versions.length < 2;
+    $('compare-h').textContent = single ? 'Version details' : 'Compare two versions';
+    $('compare-note').textContent = single ? `v${versions[0]} is the only version of ${Console.model}: ` +
+      'nothing to compare it with yet (retrain it on the Jobs page to get another).' : '';
+    $('compare-pick').hidden = $('panel-b').hidden = single;
+    $('compare-note').hidden = !single;
     if (!$('pick-a').dataset.chosen) {
       $('pick-a').value = production ?? versions[versions.length - 1];
       $('pick-b').value = versions.filter(v => v !== +$('pick-a').value).pop() ?? $('pick-a').value;
     }
     showPanel('a');
-    showPanel('b');
+    if (!single) showPanel('b');
   }
 
   function kv(pairs) {
@@ -74,11 +107,11 @@
       kv([['dev accuracy', pct(metrics.dev_accuracy)], ['dev loss', metrics.dev_loss],
           ['train accuracy', pct(metrics.train_accuracy)], ['train loss', metrics.train_loss]]),
       el('h3', {text: 'Dataset'}),
-      kv([['train', `${(data.train || {}).source ?? '–'} (${(data.train || {}).rows ?? '?'} rows)`],
+      kv([['train', `${fileName((data.train || {}).source)} (${(data.train || {}).rows ?? '?'} rows)`],
           ['dev', `${(data.dev || {}).split ?? '–'} (${(data.dev || {}).rows ?? '?'} rows)`],
           ['sha256', ((data.train || {}).sha256 || '').slice(0, 16) + '…']]),
       el('h3', {text: 'Hyper-parameters'}),
-      kv(Object.entries(m.hyperparameters || {}).map(([k, v]) => [k, Array.isArray(v) ? v.join(', ') : v])),
+      kv(hyperparameters(m)),
       el('h3', {text: 'Loss per epoch'}), loss,
       el('h3', {text: 'Accuracy per epoch'}), acc,
       el('h3', {text: 'Confusion matrix'}), evalNote, evalError, confusion,

@@ -5,7 +5,7 @@
 'use strict';
 
 (() => {
-  const {api, showError, el, modelPath} = Console;
+  const {api, showError, el, modelPath, modelMissing} = Console;
   const pad = document.getElementById('pad'), ctx = pad.getContext('2d');
   const target = document.getElementById('target'), errorBox = document.getElementById('try-error');
   let drawing = false, inked = false, timer = null;
@@ -96,6 +96,17 @@
     document.getElementById('heatmap').src = Charts.gridImage(item.attributions.map((row, y) => row.map((a, x) =>
       [shade(a), item.pixels[y][x] / 255])), ([t, ink]) => Charts.diverging(t).map(c => Math.round(c * (1 - 0.3 * ink))));
     document.getElementById('method').textContent = (answer.method || 'attribution').replaceAll('_', ' ');
+    bringIntoView(document.getElementById('answer-line'));
+  }
+
+  /* On a phone the result card sits below the pad, under the fold: move to the answer, smoothly
+   * (unless the reader asked for less motion), and only when it is not already in full view, so a
+   * desktop page or a reader who scrolled there keeps still. */
+  function bringIntoView(node) {
+    const box = node.getBoundingClientRect();
+    if (box.top >= 0 && box.bottom <= window.innerHeight) return;
+    const calm = window.matchMedia('(prefers-reduced-motion: reduce)').matches;
+    node.scrollIntoView({behavior: calm ? 'auto' : 'smooth', block: 'start'});
   }
 
   document.getElementById('predict').addEventListener('click', explainDrawing);
@@ -117,7 +128,7 @@
       }
       for (const v of info.versions) target.append(el('option', {value: 'v:' + v.version, text: 'version ' + v.version}));
     } catch (error) {
-      showError(errorBox, error);
+      if (!modelMissing(error)) showError(errorBox, error);
     }
   }
 
