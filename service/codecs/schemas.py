@@ -76,7 +76,7 @@ class Explanation(BaseModel):
 
 class ExplainResponse(BaseModel):
     model_name: str
-    model_version: str
+    model_version: int = Field(description="an integer, as in every V1 answer (V2 answers say it as a string)")
     method: Literal["gradient_x_input"]
     explanations: list[Explanation]
 

@@ -92,7 +92,7 @@ def _explain_json(name: str, version: int | None, alias: str | None) -> Response
                      "probabilities": explanation.probabilities[i].astype(np.float32),
                      "pixels": seen[i], "attributions": attributions[i]}
                     for i, label in enumerate(explanation.labels.tolist())]
-    return json_response({"model_name": model.name, "model_version": str(model.version), "method": METHOD,
+    return json_response({"model_name": model.name, "model_version": model.version, "method": METHOD,
                           "explanations": explanations})
 
 
