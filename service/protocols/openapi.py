@@ -29,7 +29,8 @@ from service.state import get_state
 
 blueprint = Blueprint("openapi", __name__)
 _SCHEMAS: list[type[BaseModel]] = [
-    s.PredictRequest, s.PredictResponse, s.ExplainRequest, s.ExplainResponse,
+    s.PredictRequest, s.PredictResponse, s.ColumnarPredictResponse, s.ExplainRequest, s.ExplainResponse,
+    s.TFServingModelMetadata,
     s.AliasUpdate, s.AliasResponse, s.ModelInfo, s.ModelList, s.ErrorResponse, s.V2ModelIndex,
     s.V2InferRequest, s.V2InferResponse, s.V2ModelMetadata, s.V2ServerMetadata, s.V2Live, s.V2Ready,
     s.V2ModelReady, s.JobAccepted, s.JobStatus, s.JobList, TrainConfig,
@@ -120,7 +121,12 @@ def _components(settings: Settings) -> dict[str, Any]:
                                         ref_template="#/components/schemas/{model}")
     schemas = definitions["$defs"]
     # What the views check beyond the pydantic types, under this server's settings.
-    schemas["PredictRequest"]["properties"]["instances"]["maxItems"] = settings.max_instances
+    predict = schemas["PredictRequest"]["properties"]
+    row, named = predict["inputs"]["oneOf"]
+    for batch in (predict["instances"], row, named["properties"]["pixels"]):
+        batch["maxItems"] = settings.max_instances
+    for name in ("instances", "inputs"):  # either may be left out, never sent as null
+        predict[name].pop("default", None)
     schemas["ExplainRequest"]["properties"]["instances"]["maxItems"] = settings.max_explain_instances
     schemas["V2RequestInput"]["properties"]["shape"]["prefixItems"][0]["maximum"] = settings.max_instances
     schemas["TrainConfig"]["properties"]["hidden"] = {

@@ -130,6 +130,10 @@ class Doc:
 
 
 _PREDICTED = {"200": ("predictions", json_body(ref("PredictResponse")))}
+_PREDICTED_EITHER = {"200": ("predictions (for instances) or outputs (for TF Serving's columnar inputs)", json_body(
+    {"oneOf": [ref("PredictResponse"), ref("ColumnarPredictResponse")]}))}
+_TFS_METADATA = {"200": ("TF Serving's model metadata: the serving_default signature",
+                         json_body(ref("TFServingModelMetadata")))}
 _EXPLAINED = {"200": ("a 28x28 attribution map per instance, for its predicted digit",
                        json_body(ref("ExplainResponse")))}
 _V1_ERRORS = (400, 404, 413, 415, 422, 503)
@@ -168,9 +172,12 @@ _OBJECT = json_body({"type": "object"})
 _HTML = {"200": ("HTML", {"text/html": {"schema": {"type": "string"}}})}
 
 DOCS: dict[str, Doc] = {
-    "v1.predict": Doc("V1 predict with the production model", _PREDICTED, _V1_ERRORS, PREDICT_JSON),
-    "v1.predict_version": Doc("V1 predict with one version", _PREDICTED, _V1_ERRORS, PREDICT_JSON),
-    "v1.predict_label": Doc("V1 predict with an aliased version", _PREDICTED, _V1_ERRORS, PREDICT_JSON),
+    "v1.predict": Doc("V1 predict with the production model", _PREDICTED_EITHER, _V1_ERRORS, PREDICT_JSON),
+    "v1.predict_version": Doc("V1 predict with one version", _PREDICTED_EITHER, _V1_ERRORS, PREDICT_JSON),
+    "v1.predict_label": Doc("V1 predict with an aliased version", _PREDICTED_EITHER, _V1_ERRORS, PREDICT_JSON),
+    "v1.metadata": Doc("TF Serving model metadata of the production version", _TFS_METADATA, (404, 503)),
+    "v1.metadata_version": Doc("TF Serving model metadata of one version", _TFS_METADATA, (404, 503)),
+    "v1.metadata_label": Doc("TF Serving model metadata of an aliased version", _TFS_METADATA, (404, 503)),
     "v1.predict_image": Doc("Predict uploaded images (multipart field 'file', repeatable)", _PREDICTED,
                             _V1_ERRORS, PREDICT_MULTIPART),
     "v1.predict_image_version": Doc("Predict uploaded images with one version", _PREDICTED, _V1_ERRORS,
