@@ -159,9 +159,21 @@ class VersionSummary(BaseModel):
 
 
 class ModelVersionStatus(BaseModel):
-    version: str
-    state: Literal["AVAILABLE", "UNKNOWN"]
-    status: dict[str, str]
+    """TF Serving's status of one version, in the answering worker process."""
+
+    version: str = Field(description="a string, as TF Serving prints it")
+    state: Literal["START", "AVAILABLE", "END", "UNKNOWN"] = Field(
+        description="AVAILABLE: loaded in this process; START: on disk, loaded on first request; END: the "
+                    "model is unloaded; UNKNOWN: this process could not load it (status says why)")
+    status: dict[str, str] = Field(description="error_code (OK, FAILED_PRECONDITION) and error_message")
+
+
+class VersionManifest(BaseModel):
+    """A version's manifest (model.json) as stored, plus its status."""
+
+    model_config = ConfigDict(extra="allow")
+    version: int
+    model_version_status: list[ModelVersionStatus] = Field(min_length=1, max_length=1)
 
 
 class ModelInfo(BaseModel):
