@@ -2,12 +2,14 @@
 
 Every model maps a batch of 784 pixels (0..255) to one label and ``N_CLASSES`` probabilities per
 row (``core.registry`` refuses any other shape), so its description depends only on whether its
-manifest names its classes. TF Serving's ``signature_def`` (``GET /v1/models/<m>/metadata``) is
-written here; V2 metadata keeps its own in ``service.protocols.v2``.
+manifest names its classes. TF Serving's ``signature_def`` (``GET /v1/models/<m>/metadata``) and
+Triton's model configuration (``GET /v2/models/<m>/config``) are written here; V2 metadata keeps
+its own in ``service.protocols.v2``.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from core.digits import N_CLASSES, N_PIXELS
@@ -34,3 +36,24 @@ def signature_def(class_names: list[str] | None) -> dict[str, Any]:
     return {SIGNATURE: {"inputs": {INPUT_NAME: _tensor_info(INPUT_NAME, "DT_FLOAT", [-1, N_PIXELS])},
                         "outputs": outputs, "method_name": PREDICT_METHOD}}
 
+
+def triton_config(name: str, platform: str, max_batch_size: int, class_names: list[str] | None) -> dict[str, Any]:
+    """Triton's model configuration (its JSON form) for what this server runs: a batching model
+    (``dims`` leave out the batch dimension, as Triton's do when ``max_batch_size`` > 0) with input
+    ``pixels`` FP32 [784] (UINT8 accepted too) and outputs ``probabilities`` FP32 [10] and
+    ``labels`` INT64 [1] reshaped to one value per row; the class names, when the manifest has
+    them, as the JSON list in ``parameters.class_names.string_value``."""
+    probabilities: dict[str, Any] = {"name": "probabilities", "data_type": "TYPE_FP32", "dims": [N_CLASSES],
+                                     "label_filename": "", "is_shape_tensor": False}
+    return {
+        "name": name, "platform": platform, "backend": "numpy", "version_policy": {"all": {}},
+        "max_batch_size": max_batch_size,
+        "input": [{"name": INPUT_NAME, "data_type": "TYPE_FP32", "format": "FORMAT_NONE", "dims": [N_PIXELS],
+                   "is_shape_tensor": False, "allow_ragged_batch": False, "optional": False}],
+        "output": [probabilities,
+                   # one label per row: [1] reshaped to a scalar, so the batch output is [n] as V2 infer gives it
+                   {"name": "labels", "data_type": "TYPE_INT64", "dims": [1], "reshape": {"shape": []},
+                    "label_filename": "", "is_shape_tensor": False}],
+        "parameters": {"class_names": {"string_value": json.dumps(class_names)}} if class_names else {},
+        "instance_group": [{"name": name, "kind": "KIND_CPU", "count": 1}],
+    }
