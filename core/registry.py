@@ -40,6 +40,7 @@ from core.registry_errors import (
     DigestMismatch,
     InvalidName,
     ModelNotFound,
+    ModelUnloaded,
     NoModelPublished,
     PromotionRefused,
     RegistryError,
@@ -55,6 +56,7 @@ __all__ = [
     "MANIFEST_FILE",
     "PRODUCTION",
     "UNCHECKED",
+    "UNLOADED_FILE",
     "WEIGHTS_FILE",
     "AliasChanged",
     "CorruptVersion",
@@ -62,6 +64,7 @@ __all__ = [
     "InvalidName",
     "ModelNotFound",
     "ModelRegistry",
+    "ModelUnloaded",
     "NoModelPublished",
     "PromotionRefused",
     "RegistryError",
@@ -74,6 +77,7 @@ __all__ = [
 WEIGHTS_FILE = "weights.npz"
 MANIFEST_FILE = "model.json"
 ALIASES_FILE = "aliases.json"
+UNLOADED_FILE = "unloaded.json"  # present while the model is unloaded (core.unloading)
 PRODUCTION = "production"
 _MAX_PUBLISH_ATTEMPTS = 1000
 
@@ -106,13 +110,15 @@ class ModelRegistry:
         return sorted(int(p.name) for p in directory.iterdir() if is_decimal(p.name) and int(p.name) > 0)
 
     def fingerprint(self, name: str) -> tuple[int, ...]:
-        """A cheap stat-based token that changes whenever a version or an alias changes.
+        """A cheap stat-based token that changes whenever a version, an alias or the unload mark changes.
 
-        A new version is a rename inside the model directory (its mtime moves); aliases are
-        replaced by rename (a new inode). Comparing tokens costs two ``stat`` calls.
+        A new version is a rename inside the model directory (its mtime moves); aliases and the
+        unload mark are replaced by rename (a new inode) or removed. Comparing tokens costs three
+        ``stat`` calls.
         """
         token: list[int] = []
-        for path in (self.model_dir(name), self.model_dir(name) / ALIASES_FILE):
+        directory = self.model_dir(name)
+        for path in (directory, directory / ALIASES_FILE, directory / UNLOADED_FILE):
             try:
                 st = path.stat()
                 token += [st.st_mtime_ns, st.st_ino, st.st_size]

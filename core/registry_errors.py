@@ -27,6 +27,13 @@ class VersionNotFound(RegistryError):
     status = 404
 
 
+class ModelUnloaded(RegistryError):
+    """The model was unloaded (``core.unloading``) and serves nothing until it is loaded again: a
+    404, as TF Serving and Triton answer for a model they do not hold."""
+
+    status = 404
+
+
 class NoModelPublished(RegistryError):
     """The name exists (or not) but holds no version yet: a service is not ready, not broken."""
 

@@ -23,8 +23,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from core.model import Model
-from core.registry import ModelNotFound, ModelRegistry, NoModelPublished, RegistryError
+from core.registry import ModelNotFound, ModelRegistry, ModelUnloaded, NoModelPublished, RegistryError
 from core.settings import Settings
+from core.unloading import unloaded_mark, unloaded_message
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class Predictor:
         self.last_error: str | None = None
         self.load_errors: dict[int, str] = {}
         self._default_error: RegistryError | None = None
+        # Why nothing is served (the model is unloaded, in the registry for every process), else None.
+        self.unloaded: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Predictor:
@@ -64,6 +67,12 @@ class Predictor:
         if fingerprint != self._fingerprint:
             self._fingerprint = fingerprint
             self._versions = None
+            if unloaded_mark(self.registry, self.name) is not None:
+                # Unloaded: drop every version (the memory goes back) and serve nothing until a load.
+                self.unloaded, self.last_error, self._default_error = unloaded_message(self.name), None, None
+                self._loaded, self._resolved = OrderedDict(), {}
+                return
+            self.unloaded = None
             previous = self._resolved
             # A new dict, never an in-place change: ``loaded_version`` reads it without the lock.
             self._resolved = {}
@@ -110,10 +119,12 @@ class Predictor:
     def get(self, version: int | None = None, alias: str | None = None) -> Model:
         """The model for an explicit version, an alias, or (neither) the production alias.
 
-        Raises ``RegistryError`` subclasses (not found, nothing published, digest mismatch).
+        Raises ``RegistryError`` subclasses (not found, nothing published, digest mismatch, unloaded).
         """
         with self._lock:
             self._refresh_if_changed()
+            if self.unloaded is not None:
+                raise ModelUnloaded(self.unloaded)
             if version is not None:
                 # The version list is cached per fingerprint, so an explicit-version request
                 # costs no directory listing; an unknown number is re-checked for a clear error.
@@ -137,6 +148,28 @@ class Predictor:
         model = self.get(version, alias)
         labels, probabilities = model.predict(pixels)
         return labels, probabilities, model
+
+    def notice_changes(self) -> str | None:
+        """Compare the registry's fingerprint now, whatever the interval (after this process changed
+        it, e.g. unloaded the model); returns why nothing is served (``unloaded``), if so."""
+        with self._lock:
+            self._checked_at = -float("inf")
+            self._refresh_if_changed()
+            return self.unloaded
+
+    def unloaded_reason(self) -> str | None:
+        """Why the model serves nothing (unloaded), or None, as of the last check (at most
+        ``check_interval`` old): for descriptions that must not load anything."""
+        with self._lock:
+            self._refresh_if_changed()
+            return self.unloaded
+
+    def held_version(self, version: int | None, alias: str | None) -> int | None:
+        """The version a request for ``version`` or ``alias`` (neither: production) would use, when this
+        process holds it in memory; None otherwise. Reads two dicts, no lock and no I/O."""
+        if version is None:
+            version = self._resolved.get(alias)
+        return version if version in self._loaded else None
 
     def loaded_versions(self) -> set[int]:
         """The version numbers held in memory by this process."""

@@ -11,7 +11,7 @@ from core.settings import Settings
 from service import console, metrics
 from service.errors import register_error_handlers
 from service.jobs import api as jobs_api
-from service.protocols import evaluation, health, models, openapi, v1, v2
+from service.protocols import evaluation, health, models, openapi, repository, triton, v1, v2
 from service.routing import CONVERTERS, RememberingMap
 from service.service_error import ServiceError
 from service.state import STATE_KEY, ServiceState
@@ -55,7 +55,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     metrics.install(app)  # first: its timer must start before the other hooks run
     app.before_request(_body_size_limit(settings))
-    for blueprint in (health.blueprint, v1.blueprint, v2.blueprint, models.blueprint, metrics.blueprint,
-                      openapi.blueprint, jobs_api.blueprint, evaluation.blueprint, console.blueprint):
+    for blueprint in (health.blueprint, v1.blueprint, v2.blueprint, repository.blueprint, triton.blueprint,
+                      models.blueprint, metrics.blueprint, openapi.blueprint, jobs_api.blueprint, evaluation.blueprint,
+                      console.blueprint):
         app.register_blueprint(blueprint)
     return app

@@ -37,6 +37,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from core.settings import Settings
+from service import inference_stats
 from service.access_log import access_log
 from service.jobs import queue_metrics
 from service.routing import plain_rule
@@ -117,15 +118,19 @@ def _add_samples(totals: dict[tuple[tuple[str, str], ...], float], samples: Iter
         totals[key] = totals.get(key, 0.0) + sample.value
 
 
-def generate_latest() -> bytes:
-    """The exposition text of every worker (multiprocess mode) or of this process."""
+def metric_source() -> CollectorRegistry:
+    """Every worker's samples (multiprocess mode: their files in PROMETHEUS_MULTIPROC_DIR), or this process's."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         source = CollectorRegistry()
         MultiProcessCollector(source)
-    else:
-        source = REGISTRY
+        return source
+    return REGISTRY
+
+
+def generate_latest() -> bytes:
+    """The exposition text of every worker (multiprocess mode) or of this process."""
     exposed = CollectorRegistry(auto_describe=False)
-    exposed.register(_RequestTotals(source))
+    exposed.register(_RequestTotals(metric_source()))
     return _generate_latest(exposed)
 
 
@@ -154,7 +159,8 @@ def install(app: Flask) -> None:
     state: ServiceState = app.extensions[STATE_KEY]  # built before the hooks: read once, not per request
     settings: Settings = state.settings
     sample, clock = settings.access_log_sample, _Clock()
-    endpoints: dict[str | None, tuple[str, bool]] = {None: ("unmatched", False)}
+    # rule -> (its metrics label, a probe (counted, not timed), an inference (per-version statistics))
+    endpoints: dict[str | None, tuple[str, bool, bool]] = {None: ("unmatched", False, False)}
     children: dict[tuple[str, str, int, str], object] = {}
     last_version: dict[str, int] = {}
 
@@ -172,12 +178,14 @@ def install(app: Flask) -> None:
     def _observe(response: Response) -> Response:
         req = request._get_current_object()  # one context lookup instead of one per attribute
         elapsed = time.perf_counter() - req.environ.get(_STARTED, time.perf_counter())
-        rule = req.url_rule.rule if req.url_rule is not None else None
+        url_rule = req.url_rule
+        rule = url_rule.rule if url_rule is not None else None
         known = endpoints.get(rule)
         if known is None:
             plain = plain_rule(rule)
-            known = endpoints[rule] = (plain, plain in UNTIMED_ENDPOINTS)
-        endpoint, untimed = known
+            inference = url_rule is not None and url_rule.endpoint in inference_stats.INFERENCE_ENDPOINTS
+            known = endpoints[rule] = (plain, plain in UNTIMED_ENDPOINTS, inference)
+        endpoint, untimed, inference = known
         method, status = req.method, response.status_code
         model = (req.view_args or {}).get("name", "")
         if model and not state.models.serves(model):
@@ -190,6 +198,12 @@ def install(app: Flask) -> None:
             child.inc()
         else:
             child.observe(elapsed)
+        if inference and model and model != "unknown":
+            version = g.get("model_version")  # set by record_inference once a version has answered
+            if version is None:
+                version = inference_stats.target_version(state.models.predictor(model), req.view_args or {})
+            if version is not None:
+                inference_stats.observe(model, version, status < 400, elapsed)
         response.headers["Server-Timing"] = f"app;dur={elapsed * 1000:.2f}"
         for name, predictor in state.models.predictors().items():
             served = predictor.loaded_version()

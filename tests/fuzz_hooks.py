@@ -65,9 +65,14 @@ def _negative_at(case: Any, location: str) -> bool:
 
 
 def _fix_v1(body: Any) -> None:
-    for instance in body.get("instances", []) if isinstance(body, dict) else []:
-        if isinstance(instance, dict) and "b64" in instance:
-            instance["b64"] = DIGIT_B64
+    if not isinstance(body, dict):
+        return
+    inputs = body.get("inputs")
+    batches = [body.get("instances"), inputs, inputs.get("pixels") if isinstance(inputs, dict) else None]
+    for batch in batches:
+        for instance in batch if isinstance(batch, list) else []:
+            if isinstance(instance, dict) and "b64" in instance:
+                instance["b64"] = DIGIT_B64
 
 
 def _fit_v2_data(tensor: dict[str, Any]) -> None:

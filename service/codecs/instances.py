@@ -1,5 +1,5 @@
-"""V1 ``instances`` and uploaded images -> one float32 array (n, 784), with errors that name the
-instance and pixel (Flask-free ``ServiceError``s).
+"""V1 ``instances`` (or TF Serving's columnar ``inputs``) and uploaded images -> one float32 array
+(n, 784), with errors that name the instance and pixel (Flask-free ``ServiceError``s).
 
 A V1 body of plain rows never becomes Python numbers at all: ``service.codecs.json_pixels`` parses it
 with numpy straight from the text. Every other body takes the general path here: pydantic checks
@@ -15,7 +15,7 @@ import base64
 import binascii
 import itertools
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from core.digits import N_PIXELS
 from service.codecs.images import ImageBudget, ImageError, image_to_pixels
 from service.codecs.json_decode import parse_json, type_name, validate
 from service.codecs.json_pixels import fast_pixels
-from service.codecs.schemas import PredictRequest
+from service.codecs.schemas import INPUT_NAME, PredictRequest
 from service.service_error import ServiceError, in_context
 
 SIDE = 28
@@ -49,26 +49,53 @@ def check_image_count(indices: Sequence[int], budget: ImageBudget, field: str) -
                                 "(MAX_IMAGES_PER_REQUEST), send the rest in another request")
 
 
-def predict_body_to_pixels(raw: bytes, max_instances: int, budget: ImageBudget | None = None) -> np.ndarray:
-    """A V1 ``predict`` body -> (n, 784) float32.
+class PredictBody(NamedTuple):
+    """A decoded V1 ``predict`` body: the pixels, and whether it came in TF Serving's columnar form."""
 
-    Plain rows of 784 numbers in a body of ``FAST_PATH_MIN_BYTES`` or more take ``service.codecs.json_pixels``
-    (numbers parsed by numpy straight from the text); anything else, and every body with an error,
-    takes the general path: orjson, the pydantic envelope, then ``instances_to_pixels``, which also
-    words every error message.
+    pixels: np.ndarray  # (n, 784) float32
+    columnar: bool  # ``inputs`` (answered with ``outputs``), else ``instances`` (answered with ``predictions``)
+
+
+def decode_predict_body(raw: bytes, max_instances: int, budget: ImageBudget | None = None) -> PredictBody:
+    """A V1 ``predict`` body, row (``instances``) or columnar (``inputs``) -> (n, 784) float32.
+
+    Plain rows of 784 numbers under ``instances`` in a body of ``FAST_PATH_MIN_BYTES`` or more take
+    ``service.codecs.json_pixels`` (numbers parsed by numpy straight from the text); anything else,
+    and every body with an error, takes the general path: orjson, the pydantic envelope, then
+    ``instances_to_pixels``, which also words every error message.
     """
     if len(raw) >= FAST_PATH_MIN_BYTES:
         pixels = fast_pixels(raw, max_instances)
         if pixels is not None:
-            return pixels
+            return PredictBody(pixels, False)
     body = validate(PredictRequest, parse_json(raw))
-    return instances_to_pixels(body.instances, max_instances, budget)
+    if body.inputs is not None:
+        return PredictBody(inputs_to_pixels(body.inputs, max_instances, budget), True)
+    return PredictBody(instances_to_pixels(body.instances, max_instances, budget), False)
 
 
-def instances_to_pixels(instances: list[Any], max_instances: int, budget: ImageBudget | None = None) -> np.ndarray:
-    """Convert V1 instances (784 numbers, 28x28 nested lists or {"b64": image}) in request order."""
+def inputs_to_pixels(inputs: list[Any] | dict[str, Any], max_instances: int,
+                     budget: ImageBudget | None = None) -> np.ndarray:
+    """TF Serving's columnar ``inputs`` for our one input: the batch itself, or ``{"pixels": batch}``;
+    each entry of the batch is what an entry of ``instances`` may be."""
+    if isinstance(inputs, dict):
+        if set(inputs) != {INPUT_NAME}:
+            raise ServiceError(422, f"inputs: this model has one input, {INPUT_NAME!r}: send {{{INPUT_NAME!r}: "
+                                    f"[instances]}} or the list of instances itself; got keys {sorted(inputs)}")
+        field = f"inputs.{INPUT_NAME}"
+        batch = inputs[INPUT_NAME]
+        if type(batch) is not list:
+            raise ServiceError(422, f"{field}: expected a list of instances, got {type_name(batch)}")
+        return instances_to_pixels(batch, max_instances, budget, field)
+    return instances_to_pixels(inputs, max_instances, budget, "inputs")
+
+
+def instances_to_pixels(instances: list[Any], max_instances: int, budget: ImageBudget | None = None,
+                        field: str = "instances") -> np.ndarray:
+    """Convert V1 instances (784 numbers, 28x28 nested lists or {"b64": image}) in request order;
+    ``field`` names the list in error messages (``instances``, ``inputs``)."""
     budget = budget or ImageBudget()
-    check_count(len(instances), max_instances)
+    check_count(len(instances), max_instances, field)
     flat: list[int] = []
     nested: list[int] = []
     images: list[int] = []
@@ -79,46 +106,47 @@ def instances_to_pixels(instances: list[Any], max_instances: int, budget: ImageB
             elif len(instance) == SIDE:
                 nested.append(i)
             else:
-                raise ServiceError(422, f"instances[{i}]: {SHAPE_HINT}, got {len(instance)}")
+                raise ServiceError(422, f"{field}[{i}]: {SHAPE_HINT}, got {len(instance)}")
         elif type(instance) is dict:
             images.append(i)
         else:
-            raise ServiceError(422, f"instances[{i}]: expected an array of {N_PIXELS} numbers, a {SIDE}x{SIDE} array "
+            raise ServiceError(422, f"{field}[{i}]: expected an array of {N_PIXELS} numbers, a {SIDE}x{SIDE} array "
                                     f"or {{\"b64\": \"<base64 image>\"}}, got {type_name(instance)}")
-    check_image_count(images, budget, "instances")
+    check_image_count(images, budget, field)
     pixels = np.empty((len(instances), N_PIXELS), dtype=np.float32)
     if flat:
         rows = instances if len(flat) == len(instances) else [instances[i] for i in flat]
-        pixels[flat] = numeric_rows(rows, flat, nested=False)
+        pixels[flat] = numeric_rows(rows, flat, nested=False, field=field)
     if nested:
-        pixels[nested] = numeric_rows([_flatten_28x28(instances[i], i) for i in nested], nested, nested=True)
+        pixels[nested] = numeric_rows([_flatten_28x28(instances[i], i, field) for i in nested], nested, nested=True,
+                                      field=field)
     for i in images:
-        pixels[i] = _decode_b64(instances[i], i, budget)
+        pixels[i] = _decode_b64(instances[i], i, budget, field)
     return pixels
 
 
-def _flatten_28x28(instance: list[Any], index: int) -> list[Any]:
+def _flatten_28x28(instance: list[Any], index: int, field: str) -> list[Any]:
     for r, row in enumerate(instance):
         if type(row) is not list or len(row) != SIDE:
             got = f"{len(row)} values" if type(row) is list else type_name(row)
-            raise ServiceError(422, f"instances[{index}][{r}]: {SHAPE_HINT}: row {r} must hold {SIDE} numbers, "
+            raise ServiceError(422, f"{field}[{index}][{r}]: {SHAPE_HINT}: row {r} must hold {SIDE} numbers, "
                                     f"got {got}")
     return list(itertools.chain.from_iterable(instance))
 
 
-def _decode_b64(instance: dict[str, Any], index: int, budget: ImageBudget) -> np.ndarray:
+def _decode_b64(instance: dict[str, Any], index: int, budget: ImageBudget, field: str) -> np.ndarray:
     encoded = instance.get("b64")
     if set(instance) != {"b64"} or not isinstance(encoded, str):
-        raise ServiceError(422, f"instances[{index}]: an object instance must be "
+        raise ServiceError(422, f"{field}[{index}]: an object instance must be "
                                 f"{{\"b64\": \"<base64 PNG or JPEG>\"}}, got keys {sorted(instance)}")
     try:
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ServiceError(422, f"instances[{index}].b64: invalid base64 ({exc})") from None
+        raise ServiceError(422, f"{field}[{index}].b64: invalid base64 ({exc})") from None
     try:
         return image_to_pixels(data, budget)
     except ImageError as exc:  # 413 too large, 503 decoding budget busy, 422 otherwise
-        raise in_context(exc, f"instances[{index}].b64") from None
+        raise in_context(exc, f"{field}[{index}].b64") from None
 
 
 class Upload(Protocol):

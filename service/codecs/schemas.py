@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic_core import PydanticCustomError
 
 _PIXELS = {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 255}, "minItems": 784,
            "maxItems": 784, "description": "784 pixels, row-major, 0 = background, 255 = ink"}
@@ -20,8 +21,19 @@ _IMAGE = {"type": "object", "properties": {"b64": {"type": "string", "minLength"
                                                    "description": "base64 PNG or JPEG (standard alphabet)"}},
           "required": ["b64"], "additionalProperties": False,
           "description": "an image of any size; it is preprocessed the way MNIST was made"}
-Instances = Annotated[list[Any], WithJsonSchema({"type": "array", "minItems": 1,
-                                                 "items": {"oneOf": [_PIXELS, _GRID, _IMAGE]}})]
+_BATCH = {"type": "array", "minItems": 1, "items": {"oneOf": [_PIXELS, _GRID, _IMAGE]}}
+Instances = Annotated[list[Any], WithJsonSchema(_BATCH)]
+# Either format may be left out, never sent as null: the document says so (no null, no default).
+OptionalInstances = Annotated[list[Any] | None, WithJsonSchema({**_BATCH, "description": "row format: one entry "
+                                                                                        "per instance"})]
+# The name of the one input in TF Serving's metadata and the named columnar form (V2 says "pixels" too).
+INPUT_NAME = "pixels"
+# TF Serving's columnar form for one input: the batch itself, or {"<input name>": batch}.
+Inputs = Annotated[list[Any] | dict[str, Any] | None, WithJsonSchema({
+    "description": f"columnar format (TF Serving): the batch, or {{\"{INPUT_NAME}\": batch}}",
+    "oneOf": [{**_BATCH, "description": "the batch: one entry per instance, as in 'instances'"},
+              {"type": "object", "properties": {INPUT_NAME: _BATCH}, "required": [INPUT_NAME],
+               "additionalProperties": False, "description": "the batch under the input's name"}]})]
 
 
 def _integral(value: Any) -> Any:
@@ -34,11 +46,22 @@ JsonInt = Annotated[int, BeforeValidator(_integral)]
 
 
 class PredictRequest(BaseModel):
-    """TensorFlow Serving / KServe V1 ``predict`` request (row format)."""
+    """TensorFlow Serving / KServe V1 ``predict`` request: the row format (``instances``, answered with
+    ``predictions``) or TF Serving's columnar format (``inputs``, answered with ``outputs``), exactly one."""
 
-    model_config = ConfigDict(extra="forbid")
-    instances: Instances
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}]})
+    instances: OptionalInstances = None
+    inputs: Inputs = None
     signature_name: str | None = Field(None, description="accepted for TF Serving clients; ignored")
+
+    @model_validator(mode="after")
+    def _one_format(self) -> PredictRequest:
+        if (self.instances is None) == (self.inputs is None):
+            got = "both" if self.instances is not None else "neither"
+            raise PydanticCustomError("one_format", "send exactly one of 'instances' (row format) or 'inputs' "
+                                                    "(columnar format), got {got}", {"got": got})
+        return self
 
 
 class Prediction(BaseModel):
@@ -54,8 +77,26 @@ class PredictResponse(BaseModel):
     model_version: int
 
 
-class ExplainRequest(PredictRequest):
-    """``:explain`` takes the ``:predict`` body (at most MAX_EXPLAIN_INSTANCES instances)."""
+class ColumnarOutputs(BaseModel):
+    label: list[int] = Field(description="the most probable class per instance")
+    probabilities: list[list[float]] = Field(description="softmax over the classes, one row per instance")
+    class_: list[str] | None = Field(None, alias="class", description="the labels' names, when the model's "
+                                                                      "manifest names its classes")
+
+
+class ColumnarPredictResponse(BaseModel):
+    """The answer to a columnar (``inputs``) request, as TF Serving gives it: one list per output."""
+
+    outputs: ColumnarOutputs
+    model_version: int
+
+
+class ExplainRequest(BaseModel):
+    """``:explain`` takes the ``:predict`` row format (at most MAX_EXPLAIN_INSTANCES instances)."""
+
+    model_config = ConfigDict(extra="forbid")
+    instances: Instances
+    signature_name: str | None = Field(None, description="accepted for TF Serving clients; ignored")
 
 
 _GRID_OF = {"type": "array", "minItems": 28, "maxItems": 28}
@@ -76,9 +117,23 @@ class Explanation(BaseModel):
 
 class ExplainResponse(BaseModel):
     model_name: str
-    model_version: str
+    model_version: int = Field(description="an integer, as in every V1 answer (V2 answers say it as a string)")
     method: Literal["gradient_x_input"]
     explanations: list[Explanation]
+
+
+class TFServingModelSpec(BaseModel):
+    name: str
+    signature_name: str
+    version: str = Field(description="a string, as TF Serving prints its int64 wrapper")
+
+
+class TFServingModelMetadata(BaseModel):
+    """TF Serving's ``GetModelMetadata`` answer: ``metadata.signature_def.signature_def.serving_default``
+    holds ``inputs``, ``outputs`` (name -> dtype, tensor_shape, name) and ``method_name``."""
+
+    model_spec: TFServingModelSpec
+    metadata: dict[str, Any]
 
 
 class AliasUpdate(BaseModel):
@@ -104,9 +159,21 @@ class VersionSummary(BaseModel):
 
 
 class ModelVersionStatus(BaseModel):
-    version: str
-    state: Literal["AVAILABLE", "UNKNOWN"]
-    status: dict[str, str]
+    """TF Serving's status of one version, in the answering worker process."""
+
+    version: str = Field(description="a string, as TF Serving prints it")
+    state: Literal["START", "AVAILABLE", "END", "UNKNOWN"] = Field(
+        description="AVAILABLE: loaded in this process; START: on disk, loaded on first request; END: the "
+                    "model is unloaded; UNKNOWN: this process could not load it (status says why)")
+    status: dict[str, str] = Field(description="error_code (OK, FAILED_PRECONDITION) and error_message")
+
+
+class VersionManifest(BaseModel):
+    """A version's manifest (model.json) as stored, plus its status."""
+
+    model_config = ConfigDict(extra="allow")
+    version: int
+    model_version_status: list[ModelVersionStatus] = Field(min_length=1, max_length=1)
 
 
 class ModelInfo(BaseModel):

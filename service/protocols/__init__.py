@@ -3,8 +3,10 @@
 A protocol module decodes a request (``service.codecs``), calls the app's ``DataPlane`` (or the
 registry, for metadata and management) and encodes the answer; it holds no inference logic.
 
-- ``v1``: TensorFlow Serving / KServe V1 ``:predict``, ``:predict_image``, ``:explain``;
+- ``v1``: TensorFlow Serving / KServe V1 ``:predict``, ``:predict_image``, ``:explain``, metadata;
 - ``v2``: the Open Inference Protocol (KServe V2 / Triton): health, metadata, ``infer``;
+- ``repository``: Triton's model repository extension (index, load, unload: for the whole server);
+- ``triton``: Triton's model configuration and statistics extensions;
 - ``models``: the served models, their versions and aliases (promote, roll back);
 - ``evaluation``: a version's confusion matrix on labelled data;
 - ``health``: ``/healthz`` and ``/readyz``;

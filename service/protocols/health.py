@@ -17,7 +17,7 @@ import redis
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from core.registry import NoModelPublished, RegistryError
+from core.registry import ModelUnloaded, NoModelPublished, RegistryError
 from service.jobs import queue as jobs_queue
 from service.state import get_state
 
@@ -48,6 +48,9 @@ def readyz() -> ResponseReturnValue:
         model = predictor.get()
         body["model_version"] = body["serving_version"] = model.version
         model_ready = True
+    except ModelUnloaded as exc:  # unloaded on purpose: the server still serves the other models
+        body["model_error"] = str(exc)
+        model_ready = True
     except RegistryError as exc:
         body["model_error"] = str(exc)
         model_ready = False
@@ -77,7 +80,7 @@ def readyz() -> ResponseReturnValue:
             troubled = troubled or bool(other.last_error)
         except RegistryError as exc:
             others[name] = {"serving_version": None, "error": str(exc)}
-            troubled = troubled or not isinstance(exc, NoModelPublished)
+            troubled = troubled or not isinstance(exc, NoModelPublished | ModelUnloaded)
     if others:
         body["models"] = others
     body["status"] = ("degraded" if troubled else "ready") if model_ready else "not ready"

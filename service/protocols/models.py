@@ -28,13 +28,21 @@ def _version_summary(registry: ModelRegistry, name: str, version: int, aliases: 
             "aliases": sorted(a for a, v in aliases.items() if v == version), "loaded": version in loaded}
 
 
-def _version_status(version: int, load_errors: dict[int, str]) -> dict[str, object]:
-    """TensorFlow Serving's model_version_status: versions load on demand, so a version is
-    AVAILABLE unless this process tried to load it and was refused (then the reason)."""
-    if version in load_errors:
-        return {"version": str(version), "state": "UNKNOWN",
-                "status": {"error_code": "FAILED_PRECONDITION", "error_message": load_errors[version]}}
-    return {"version": str(version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+def _version_status(version: int, loaded: set[int], load_errors: dict[int, str],
+                    unloaded: str | None) -> dict[str, object]:
+    """TensorFlow Serving's model_version_status, for the answering worker process: AVAILABLE when it
+    holds the version in memory; START (known, not loaded yet: versions load on first request) when
+    it is on disk only; END while the model is unloaded (for every process); UNKNOWN with the reason
+    when this process tried to load it and was refused."""
+    if unloaded is not None:
+        state, code, message = "END", "OK", unloaded
+    elif version in load_errors:
+        state, code, message = "UNKNOWN", "FAILED_PRECONDITION", load_errors[version]
+    elif version in loaded:
+        state, code, message = "AVAILABLE", "OK", ""
+    else:
+        state, code, message = "START", "OK", "on disk, not loaded in this worker process; loaded on first request"
+    return {"version": str(version), "state": state, "status": {"error_code": code, "error_message": message}}
 
 
 @blueprint.get("/v1/models")
@@ -73,7 +81,7 @@ def model_info(name: str) -> Response:
         production: int | None = registry.resolve(name)
     except NoModelPublished:
         production = None
-    loaded, load_errors = predictor.loaded_versions(), predictor.load_errors
+    loaded, load_errors, unloaded = predictor.loaded_versions(), predictor.load_errors, predictor.unloaded_reason()
     return json_response({
         "name": name,
         "production_version": production,
@@ -81,14 +89,19 @@ def model_info(name: str) -> Response:
         "error": predictor.last_error,
         "aliases": aliases,
         "versions": [_version_summary(registry, name, v, aliases, loaded) for v in versions],
-        "model_version_status": [_version_status(v, load_errors) for v in versions],
+        "model_version_status": [_version_status(v, loaded, load_errors, unloaded) for v in versions],
     })
 
 
 @blueprint.get("/v1/models/<model:name>/versions/<version:version>")
 def version_manifest(name: str, version: str) -> Response:
-    check_model_name(name)
-    return json_response(get_state().registry.manifest(name, parse_version(version)))
+    """The version's manifest, and its TF Serving ``model_version_status`` in the answering worker."""
+    predictor = predictor_of(name)
+    number = parse_version(version)
+    manifest = get_state().registry.manifest(name, number)
+    manifest["model_version_status"] = [_version_status(number, predictor.loaded_versions(), predictor.load_errors,
+                                                        predictor.unloaded_reason())]
+    return json_response(manifest)
 
 
 @blueprint.put("/v1/models/<model:name>/aliases/<alias:alias>")

@@ -23,16 +23,19 @@ from core.settings import Settings
 from core.training_config import TrainConfig
 from core.version import VERSION
 from service.codecs import schemas as s
+from service.codecs import triton_schemas as t
 from service.codecs.jsonio import json_response
 from service.protocols.openapi_docs import DATASET_NAME, DOCS, TRAIN_FIELDS, Doc, ref
 from service.state import get_state
 
 blueprint = Blueprint("openapi", __name__)
 _SCHEMAS: list[type[BaseModel]] = [
-    s.PredictRequest, s.PredictResponse, s.ExplainRequest, s.ExplainResponse,
+    s.PredictRequest, s.PredictResponse, s.ColumnarPredictResponse, s.ExplainRequest, s.ExplainResponse,
+    s.TFServingModelMetadata, s.VersionManifest,
     s.AliasUpdate, s.AliasResponse, s.ModelInfo, s.ModelList, s.ErrorResponse, s.V2ModelIndex,
     s.V2InferRequest, s.V2InferResponse, s.V2ModelMetadata, s.V2ServerMetadata, s.V2Live, s.V2Ready,
     s.V2ModelReady, s.JobAccepted, s.JobStatus, s.JobList, TrainConfig,
+    t.RepositoryIndexEntry, t.RepositoryAction, t.TritonModelConfig, t.TritonStats,
 ]
 _IMPLICIT_METHODS = {"HEAD", "OPTIONS"}
 _ARGUMENT = re.compile(r"<(?:([^<>:]+):)?([^<>]+)>")
@@ -107,7 +110,7 @@ def _operation(endpoint: str, doc: Doc, params: list[dict[str, Any]], settings: 
     if doc.deprecated:
         operation["deprecated"] = True
     if doc.body is not None:
-        operation["requestBody"] = {"required": True, "content": doc.body}
+        operation["requestBody"] = {"required": doc.body_required, "content": doc.body}
     if key == "yes":
         operation["security"] = [{"bearer": []}]
     elif key == "optional":
@@ -120,7 +123,12 @@ def _components(settings: Settings) -> dict[str, Any]:
                                         ref_template="#/components/schemas/{model}")
     schemas = definitions["$defs"]
     # What the views check beyond the pydantic types, under this server's settings.
-    schemas["PredictRequest"]["properties"]["instances"]["maxItems"] = settings.max_instances
+    predict = schemas["PredictRequest"]["properties"]
+    row, named = predict["inputs"]["oneOf"]
+    for batch in (predict["instances"], row, named["properties"]["pixels"]):
+        batch["maxItems"] = settings.max_instances
+    for name in ("instances", "inputs"):  # either may be left out, never sent as null
+        predict[name].pop("default", None)
     schemas["ExplainRequest"]["properties"]["instances"]["maxItems"] = settings.max_explain_instances
     schemas["V2RequestInput"]["properties"]["shape"]["prefixItems"][0]["maximum"] = settings.max_instances
     schemas["TrainConfig"]["properties"]["hidden"] = {

@@ -119,6 +119,7 @@ class Doc:
     errors: tuple[int, ...] = ()
     body: dict[str, Any] | None = None
     auth: Auth = "guarded"
+    body_required: bool = True  # False: the body may be left out (an empty body)
     query: dict[str, dict[str, Any]] = field(default_factory=dict)
     headers: dict[str, dict[str, Any]] = field(default_factory=dict)
     response_headers: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -130,6 +131,10 @@ class Doc:
 
 
 _PREDICTED = {"200": ("predictions", json_body(ref("PredictResponse")))}
+_PREDICTED_EITHER = {"200": ("predictions (for instances) or outputs (for TF Serving's columnar inputs)", json_body(
+    {"oneOf": [ref("PredictResponse"), ref("ColumnarPredictResponse")]}))}
+_TFS_METADATA = {"200": ("TF Serving's model metadata: the serving_default signature",
+                         json_body(ref("TFServingModelMetadata")))}
 _EXPLAINED = {"200": ("a 28x28 attribution map per instance, for its predicted digit",
                        json_body(ref("ExplainResponse")))}
 _V1_ERRORS = (400, 404, 413, 415, 422, 503)
@@ -165,12 +170,24 @@ _CANCEL_DESCRIPTION = ("A canceled job stays readable (GET answers status 'cance
                        "Idempotent: a repeated or concurrent cancel answers 202 'canceling' while the job "
                        "stops, and 409 once it has ended.")
 _OBJECT = json_body({"type": "object"})
+_INDEX_BODY = json_body({"type": "object", "additionalProperties": False,
+                         "properties": {"ready": {"type": "boolean", "description": "only the READY versions"}}})
+_LOAD_BODY = json_body({"type": "object", "additionalProperties": False, "properties": {"parameters": {
+    "type": "object", "maxProperties": 0, "description": "no overrides: models come from the registry"}}})
+_UNLOAD_BODY = json_body({"type": "object", "additionalProperties": False, "properties": {"parameters": {
+    "type": "object", "additionalProperties": False, "properties": {"unload_dependents": {"type": "boolean"}}}}})
+_ACTION = {"200": ("the model's state now", json_body(ref("RepositoryAction")))}
+_CONFIG = {"200": ("Triton's model configuration", json_body(ref("TritonModelConfig")))}
+_STATS = {"200": ("Triton's statistics, server-wide", json_body(ref("TritonStats")))}
 _HTML = {"200": ("HTML", {"text/html": {"schema": {"type": "string"}}})}
 
 DOCS: dict[str, Doc] = {
-    "v1.predict": Doc("V1 predict with the production model", _PREDICTED, _V1_ERRORS, PREDICT_JSON),
-    "v1.predict_version": Doc("V1 predict with one version", _PREDICTED, _V1_ERRORS, PREDICT_JSON),
-    "v1.predict_label": Doc("V1 predict with an aliased version", _PREDICTED, _V1_ERRORS, PREDICT_JSON),
+    "v1.predict": Doc("V1 predict with the production model", _PREDICTED_EITHER, _V1_ERRORS, PREDICT_JSON),
+    "v1.predict_version": Doc("V1 predict with one version", _PREDICTED_EITHER, _V1_ERRORS, PREDICT_JSON),
+    "v1.predict_label": Doc("V1 predict with an aliased version", _PREDICTED_EITHER, _V1_ERRORS, PREDICT_JSON),
+    "v1.metadata": Doc("TF Serving model metadata of the production version", _TFS_METADATA, (404, 503)),
+    "v1.metadata_version": Doc("TF Serving model metadata of one version", _TFS_METADATA, (404, 503)),
+    "v1.metadata_label": Doc("TF Serving model metadata of an aliased version", _TFS_METADATA, (404, 503)),
     "v1.predict_image": Doc("Predict uploaded images (multipart field 'file', repeatable)", _PREDICTED,
                             _V1_ERRORS, PREDICT_MULTIPART),
     "v1.predict_image_version": Doc("Predict uploaded images with one version", _PREDICTED, _V1_ERRORS,
@@ -186,8 +203,8 @@ DOCS: dict[str, Doc] = {
     "models.model_info": Doc("Versions, aliases, metrics and creation times",
                              {"200": ("the model", json_body(ref("ModelInfo")))}, (404,),
                              links={"200": _PRODUCTION_VERSION_LINKS}),
-    "models.version_manifest": Doc("A version's manifest (model.json)", {"200": ("the manifest", _OBJECT)},
-                                   (404, 503)),
+    "models.version_manifest": Doc("A version's manifest (model.json) and its TF Serving model_version_status",
+                                   {"200": ("the manifest", json_body(ref("VersionManifest")))}, (404, 503)),
     "models.set_alias": Doc("Promote or roll back: point an alias at a version",
                             {"200": ("the alias moved", json_body(ref("AliasResponse")))},
                             (400, 404, 409, 413, 415, 422), ALIAS_UPDATE, auth="always"),
@@ -210,6 +227,21 @@ DOCS: dict[str, Doc] = {
                     headers=_INFER_HEADERS, response_headers=_V2_RESPONSE_HEADERS),
     "v2.infer_version": Doc("V2 inference with one version", _V2_OK, _V1_ERRORS, V2_INFER,
                             headers=_INFER_HEADERS, response_headers=_V2_RESPONSE_HEADERS),
+    "repository.repository_index": Doc(
+        "V2 model repository index (Triton): every served model's versions, READY or UNAVAILABLE with the reason",
+        {"200": ("the index", json_body({"type": "array", "items": ref("RepositoryIndexEntry")}))}, (400, 415, 422),
+        _INDEX_BODY, body_required=False),
+    "repository.load": Doc("Load a model (Triton): serve it again in every process", _ACTION, (400, 404, 409, 415, 422),
+                           _LOAD_BODY, auth="always", body_required=False,
+                           description="Idempotent. 409 when its production version cannot be loaded."),
+    "repository.unload": Doc("Unload a model (Triton): every process stops serving it within RELOAD_INTERVAL",
+                             _ACTION, (400, 404, 415, 422), _UNLOAD_BODY, auth="always", body_required=False,
+                             description="Idempotent. Inference and readiness then answer 404 until a load."),
+    "triton.model_config": Doc("V2 model configuration (Triton)", _CONFIG, (404, 503)),
+    "triton.version_config": Doc("V2 model version configuration (Triton)", _CONFIG, (404, 503)),
+    "triton.all_stats": Doc("V2 inference statistics of every served model (Triton)", _STATS),
+    "triton.model_stats": Doc("V2 inference statistics of a model's versions (Triton)", _STATS, (404,)),
+    "triton.version_stats": Doc("V2 inference statistics of one version (Triton)", _STATS, (404, 503)),
     "health.healthz": Doc("Liveness", {"200": ("the process is up", _OBJECT)}, auth="open"),
     "health.readyz": Doc("Readiness: model loaded, Redis answers", {"200": ("ready or degraded", _OBJECT),
                                                                      "503": ("not ready", _OBJECT)}, auth="open"),

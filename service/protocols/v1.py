@@ -1,14 +1,17 @@
-"""V1 predictions (TensorFlow Serving / KServe V1 row format) and multipart image uploads.
+"""V1 predictions (TensorFlow Serving / KServe V1), multipart image uploads and TF Serving metadata.
 
-``POST /v1/models/<name>[/versions/<v>|/labels/<alias>]:predict`` with ``{"instances": [...]}``
-and ``POST /v1/models/<name>[...]:predict_image`` with one or more multipart ``file`` fields;
-``POST /v1/models/<name>[...]:explain`` takes the same ``instances`` and answers a 28x28
-attribution map per instance (``core.explain``), as KServe's V1 ``:explain`` verb.
+``POST /v1/models/<name>[/versions/<v>|/labels/<alias>]:predict`` with ``{"instances": [...]}`` (row
+format, answered with ``predictions``) or ``{"inputs": ...}`` (TF Serving's columnar format,
+answered with ``outputs``); ``GET /v1/models/<name>[...]/metadata`` answers TF Serving's
+``GetModelMetadata`` (its ``serving_default`` signature); ``POST /v1/models/<name>[...]:predict_image``
+takes one or more multipart ``file`` fields; ``POST /v1/models/<name>[...]:explain`` takes
+``instances`` and answers a 28x28 attribution map per instance (``core.explain``), as KServe's V1 ``:explain`` verb.
 A protocol adapter only: decode (``service.codecs.instances``) -> the app's ``DataPlane`` -> encode.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import numpy as np
@@ -16,10 +19,13 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from core.explain import METHOD
+from core.model import class_names_of
+from core.registry import RegistryError
 from service.auth import guard_blueprint
-from service.codecs.instances import SIDE, instances_to_pixels, predict_body_to_pixels, uploads_to_pixels
+from service.codecs.instances import SIDE, decode_predict_body, instances_to_pixels, uploads_to_pixels
 from service.codecs.jsonio import json_response, parse_json, read_body, require_json_content_type, validate
-from service.codecs.schemas import PredictRequest
+from service.codecs.model_io import signature_def
+from service.codecs.schemas import ExplainRequest
 from service.dataplane import InferenceResult
 from service.service_error import ServiceError
 from service.state import get_state
@@ -47,11 +53,22 @@ def _encode(result: InferenceResult, filenames: list[str] | None = None) -> Resp
     return json_response({"predictions": predictions, "model_version": result.version})
 
 
+def _encode_columnar(result: InferenceResult) -> Response:
+    """TF Serving's columnar answer to ``inputs``: one list per output (``label``, ``probabilities``,
+    and ``class`` when the manifest names the classes), each in request order."""
+    outputs: dict[str, object] = {"label": result.labels, "probabilities": result.probabilities}
+    names = result.class_names
+    if names is not None:
+        outputs["class"] = [names[label] for label in result.labels.tolist()]
+    return json_response({"outputs": outputs, "model_version": result.version})
+
+
 def _predict_json(name: str, version: int | None, alias: str | None) -> Response:
     require_json_content_type()
     state = get_state()
-    pixels = predict_body_to_pixels(read_body(), state.settings.max_instances, state.image_budget)
-    return _encode(state.dataplane.infer(name, version, alias, pixels))
+    pixels, columnar = decode_predict_body(read_body(), state.settings.max_instances, state.image_budget)
+    result = state.dataplane.infer(name, version, alias, pixels)
+    return _encode_columnar(result) if columnar else _encode(result)
 
 
 def _predict_upload(name: str, version: int | None, alias: str | None) -> Response:
@@ -75,7 +92,7 @@ def _predict_upload(name: str, version: int | None, alias: str | None) -> Respon
 
 def _explain_json(name: str, version: int | None, alias: str | None) -> Response:
     require_json_content_type()
-    body = validate(PredictRequest, parse_json(read_body()))
+    body = validate(ExplainRequest, parse_json(read_body()))
     state = get_state()
     cap = state.settings.max_explain_instances
     if len(body.instances) > cap:
@@ -92,8 +109,21 @@ def _explain_json(name: str, version: int | None, alias: str | None) -> Response
                      "probabilities": explanation.probabilities[i].astype(np.float32),
                      "pixels": seen[i], "attributions": attributions[i]}
                     for i, label in enumerate(explanation.labels.tolist())]
-    return json_response({"model_name": model.name, "model_version": str(model.version), "method": METHOD,
+    return json_response({"model_name": model.name, "model_version": model.version, "method": METHOD,
                           "explanations": explanations})
+
+
+def _metadata(name: str, version: int | None, alias: str | None) -> Response:
+    """TF Serving's ``GetModelMetadata``: the version the URL designates (production without one), read
+    from the registry (nothing is loaded), and its one ``serving_default`` predict signature."""
+    check_model_name(name)
+    registry = get_state().registry
+    number = registry.resolve(name, version, alias)  # 404 unknown version or alias, 503 nothing published
+    manifest: dict = {}
+    with contextlib.suppress(RegistryError):  # an unreadable manifest: describe what every model has
+        manifest = registry.manifest(name, number)
+    return json_response({"model_spec": {"name": name, "signature_name": "", "version": str(number)},
+                          "metadata": {"signature_def": {"signature_def": signature_def(class_names_of(manifest))}}})
 
 
 def _routes(verb: str, handler: Handler) -> None:
@@ -118,3 +148,18 @@ def _routes(verb: str, handler: Handler) -> None:
 _routes("predict", _predict_json)
 _routes("predict_image", _predict_upload)
 _routes("explain", _explain_json)
+
+
+@blueprint.get("/v1/models/<model:name>/metadata")
+def metadata(name: str) -> Response:
+    return _metadata(name, None, None)
+
+
+@blueprint.get("/v1/models/<model:name>/versions/<version:version>/metadata")
+def metadata_version(name: str, version: str) -> Response:
+    return _metadata(name, parse_version(version), None)
+
+
+@blueprint.get("/v1/models/<model:name>/labels/<alias:alias>/metadata")
+def metadata_label(name: str, alias: str) -> Response:
+    return _metadata(name, None, alias)

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, request
 
 from core.digits import N_PIXELS
 from core.model import class_names_of, platform_of
-from core.registry import RegistryError
+from core.registry import ModelUnloaded, RegistryError
 from core.version import VERSION
 from service.auth import guard_blueprint
 from service.codecs.jsonio import JSON_OPTIONS, json_response, read_body
@@ -43,6 +43,8 @@ def live() -> Response:
 def ready() -> Response:
     try:
         get_state().predictor.get()
+    except ModelUnloaded:  # unloaded on purpose (Triton's readiness leaves unloaded models out)
+        pass
     except RegistryError as exc:
         return json_response({"ready": False, "error": str(exc)}, 503)
     return json_response({"ready": True})

@@ -25,7 +25,7 @@ def explain(client: FlaskClient, instances: list, route: str = ":explain", model
 
 def _check_contract(body: dict, n: int, version: int) -> None:
     assert set(body) == {"model_name", "model_version", "method", "explanations"}
-    assert body["model_name"] == "mnist" and body["model_version"] == str(version)
+    assert body["model_name"] == "mnist" and body["model_version"] == version
     assert body["method"] == "gradient_x_input"
     assert len(body["explanations"]) == n
     for item in body["explanations"]:

@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 import pytest
 
-from service.codecs.instances import instances_to_pixels, predict_body_to_pixels
+from service.codecs.instances import decode_predict_body, instances_to_pixels
 from service.codecs.json_decode import parse_json, validate
 from service.codecs.json_pixels import fast_pixels
 from service.codecs.schemas import PredictRequest
@@ -115,11 +115,11 @@ def test_errors_in_big_bodies_name_the_instance_and_pixel(digits):
     pixels = digits[0].copy()
     pixels[137, 401] = 256
     with pytest.raises(ServiceError, match=r"instances\[137\]\[401\]: pixel value 256 is outside 0..255"):
-        predict_body_to_pixels(orjson.dumps({"instances": pixels.tolist()}), MAX)
+        decode_predict_body(orjson.dumps({"instances": pixels.tolist()}), MAX)
     rows = pixels.tolist()
     rows[199][783] = "7"
     with pytest.raises(ServiceError, match=r"instances\[199\]\[783\]: expected a number, got string"):
-        predict_body_to_pixels(orjson.dumps({"instances": rows[:200]}), MAX)
+        decode_predict_body(orjson.dumps({"instances": rows[:200]}), MAX)
 
 
 _ODD = ["256", "01", "1.", ".5", "-1", "1e1", "999.9", "255.001", "1.2345", "0.", "00", "1.2.3"]

@@ -26,15 +26,24 @@ def _served_version_in(client: FlaskClient) -> int:
     return client.post("/v1/models/mnist:predict", json={"instances": [[0] * 784]}).json["model_version"]
 
 
-def test_model_listing_and_manifest(client):
+def test_model_listing_and_manifest(make_client, models_dir):
+    client = make_client(models_dir)  # a fresh app: no version loaded before the listing
     info = client.get("/v1/models/mnist").json
     assert info["production_version"] == 1 and info["aliases"] == {"production": 1}
     assert [v["version"] for v in info["versions"]] == [1, 2]
     assert info["versions"][0]["aliases"] == ["production"]
     assert 0.5 < info["versions"][0]["metrics"]["dev_accuracy"] <= 1 and info["versions"][1]["created_at"]
-    assert [s["state"] for s in info["model_version_status"]] == ["AVAILABLE", "AVAILABLE"]
+    # TF Serving's states, in the answering process: production loaded by the listing, version 2 on disk only
+    status = info["model_version_status"]
+    assert [(s["version"], s["state"], s["status"]["error_code"]) for s in status] == [
+        ("1", "AVAILABLE", "OK"), ("2", "START", "OK")]
+    assert "loaded on first request" in status[1]["status"]["error_message"]
     manifest = client.get("/v1/models/mnist/versions/2").json
     assert manifest["version"] == 2 and len(manifest["weights_sha256"]) == 64
+    assert manifest["model_version_status"] == [status[1]]
+    assert client.post("/v1/models/mnist/versions/2:predict", json={"instances": [[0] * 784]}).status_code == 200
+    assert client.get("/v1/models/mnist/versions/2").json["model_version_status"] == [
+        {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
     missing = client.get("/v1/models/mnist/versions/5")
     assert missing.status_code == 404 and "no version 5" in missing.json["error"]
 

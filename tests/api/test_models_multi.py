@@ -57,7 +57,7 @@ def test_each_model_answers_under_its_own_name_with_its_own_aliases(two_models, 
     missing = client.post("/v1/models/fashion/labels/canary:predict", json={"instances": pixels.tolist()})
     assert missing.status_code == 404, missing.text
     explained = client.post("/v1/models/fashion/versions/2:explain", json={"instances": pixels[:1].tolist()}).json
-    assert explained["model_name"] == "fashion" and explained["model_version"] == "2"
+    assert explained["model_name"] == "fashion" and explained["model_version"] == 2
     assert explained["explanations"][0]["class"] == FASHION[explained["explanations"][0]["label"]]
 
 
