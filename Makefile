@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= data
 
-.PHONY: install install-runtime lock train test test-fast lint contracts test-docker run fuzz
+.PHONY: install install-runtime lock vendor-swagger-ui train test test-fast lint contracts test-docker run fuzz
 
 # Installs come from the hashed lock files in requirements/: the service's runtime.txt (make run,
 # and deploy/Dockerfile), then the project itself without dependencies; make install adds the test
@@ -50,6 +50,19 @@ lock: $(BIN)/uv
 	    requirements/test.txt
 	sed -i '1i # mnist-serve runtime dependencies, hashed (deploy/Dockerfile). Regenerate both with make lock; this one:' \
 	    requirements/runtime.txt
+
+## refresh the vendored Swagger UI (served at /docs, never from a CDN) from the npm registry:
+## npm checks the tarball against the registry's sha512; the files land in the console's static folder
+SWAGGER_UI := 5.32.0
+SWAGGER_UI_DIR := service/console/static/vendor/swagger-ui
+vendor-swagger-ui:
+	rm -rf .swagger-ui && mkdir .swagger-ui
+	cd .swagger-ui && npm pack --silent swagger-ui-dist@$(SWAGGER_UI) && tar xzf swagger-ui-dist-$(SWAGGER_UI).tgz
+	rm -rf $(SWAGGER_UI_DIR) && mkdir -p $(SWAGGER_UI_DIR)
+	cd .swagger-ui/package && cp swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt swagger-ui.css LICENSE NOTICE \
+	    $(CURDIR)/$(SWAGGER_UI_DIR)/
+	echo "swagger-ui-dist $(SWAGGER_UI) from the npm registry (make vendor-swagger-ui)" > $(SWAGGER_UI_DIR)/VERSION
+	rm -rf .swagger-ui
 
 ## train a model from MNIST IDX files / a Kaggle CSV / an .npz and publish it into ./models
 train: install

@@ -2,8 +2,9 @@
 
 The pages are Jinja templates with small vanilla JavaScript in ``static/`` beside this module; every figure
 they show is fetched from the public HTTP API (the same endpoints anyone can curl), so the
-console has no data path of its own. Charts are inline SVG drawn by ``static/charts.js``: no
-CDN, no vendored library, nothing leaves the host.
+console has no data path of its own. Charts are inline SVG drawn by ``static/charts.js``; the API
+docs page (``/docs``) is Swagger UI, vendored in ``static/vendor/swagger-ui``: no CDN, nothing
+leaves the host.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from service.state import get_state
 
 blueprint = Blueprint("console", __name__)
 PAGES = (("console.index", "Try it"), ("console.models", "Models"), ("console.jobs", "Jobs"),
-         ("console.health", "Health"))
+         ("console.health", "Health"), ("console.docs", "API docs"))
 
 
 def _page(template: str, active: str, **context: object) -> str:
@@ -50,6 +51,12 @@ def jobs() -> str:
 @blueprint.get("/console/health")
 def health() -> str:
     return _page("health.html", "console.health")
+
+
+@blueprint.get("/docs")
+def docs() -> str:
+    """Swagger UI over ``/openapi.json``, as KServe, MLServer and BentoML serve one at ``/docs``."""
+    return _page("docs.html", "console.docs")
 
 
 @blueprint.get("/favicon.ico")

@@ -73,6 +73,17 @@ def _path_and_parameters(rule: Rule, enums: dict[str, list[str]]) -> tuple[str, 
     return _ARGUMENT.sub(replace, rule.rule), params
 
 
+# Swagger UI (/docs) groups operations by tag: one per protocol or concern, named by blueprint.
+TAGS = {"v1": "V1 (TF Serving)", "v2": "V2 (Open Inference Protocol)", "repository": "V2 extensions (Triton)",
+        "triton": "V2 extensions (Triton)", "models": "Model management", "evaluation": "Model management",
+        "jobs": "Jobs", "health": "Operations", "metrics": "Operations", "openapi": "Operations",
+        "console": "Console"}
+
+
+def _tag(endpoint: str) -> str:
+    return TAGS.get(endpoint.split(".", 1)[0], "Console")  # "static": the console's files
+
+
 def _operation(endpoint: str, doc: Doc, params: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
     parameters = list(params)
     for name, schema in doc.query.items():
@@ -103,8 +114,8 @@ def _operation(endpoint: str, doc: Doc, params: list[dict[str, Any]], settings: 
         responses.setdefault(str(status), {"$ref": f"#/components/responses/Error{status}"})
     # Every rule has one method and its own endpoint name (tests/api/test_openapi.py), so the
     # endpoint names the operation, and links name their targets by it.
-    operation: dict[str, Any] = {"operationId": endpoint, "summary": doc.summary, "parameters": parameters,
-                                 "responses": responses}
+    operation: dict[str, Any] = {"operationId": endpoint, "tags": [_tag(endpoint)], "summary": doc.summary,
+                                 "parameters": parameters, "responses": responses}
     if doc.description:
         operation["description"] = doc.description
     if doc.deprecated:
@@ -168,6 +179,7 @@ def build_openapi(app: Flask, settings: Settings, model_names: list[str] | None 
             "info": {"title": "mnist-serve", "version": VERSION,
                      "description": "Handwritten-digit predictions (TF Serving V1, Open Inference Protocol V2), "
                                     "batch scoring and retraining jobs. Every error is {\"error\": \"...\"}."},
+            "tags": [{"name": name} for name in dict.fromkeys(TAGS.values())],
             "paths": dict(sorted(paths.items())),
             "components": _components(settings)}
 

@@ -256,6 +256,8 @@ DOCS: dict[str, Doc] = {
     "console.jobs": Doc("Console, Jobs: score a CSV, retrain, recent jobs", _HTML, auth="open"),
     "console.health": Doc("Console, Health: readiness, serving versions, request rate and latency", _HTML,
                           auth="open"),
+    "console.docs": Doc("API docs: Swagger UI over /openapi.json, served by the app (no CDN)", _HTML,
+                        auth="open"),
     "console.favicon": Doc("The console's icon (SVG) at the URL browsers ask for by default",
                            {"200": ("the icon", {"image/svg+xml": {"schema": {"type": "string"}}})}, auth="open"),
     "static": Doc("Static files of the console (scripts, styles, icon)", {"200": ("the file", None)}, (404,),

@@ -25,3 +25,14 @@ def test_favicon_ico_is_in_the_openapi_document(client: FlaskClient) -> None:
     operation = client.get("/openapi.json").json["paths"]["/favicon.ico"]["get"]
     assert operation["operationId"] == "console.favicon"
     assert set(operation["responses"]["200"]["content"]) == {"image/svg+xml"}
+
+
+def test_docs_page_is_swagger_ui_from_this_app(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert 'src="/static/vendor/swagger-ui/swagger-ui-bundle.js"' in html and 'data-spec="/openapi.json"' in html
+    assert "http://" not in html and "https://" not in html  # no CDN
+    bundle = client.get("/static/vendor/swagger-ui/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and len(bundle.data) > 1_000_000
+    assert client.get("/static/vendor/swagger-ui/VERSION").get_data(as_text=True).startswith("swagger-ui-dist 5.")

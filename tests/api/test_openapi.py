@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from core.registry import InvalidName, check_alias
 from core.settings import Settings
-from service.protocols.openapi import UNDOCUMENTED, documented_rules
+from service.protocols.openapi import TAGS, UNDOCUMENTED, documented_rules
 from service.routing import ALIAS_JSON_PATTERN
 
 IMPLICIT = {"HEAD", "OPTIONS"}
@@ -127,3 +127,15 @@ def test_alias_pattern_agrees_with_the_registry(alias):
 def test_the_page_lists_the_documented_operations(client):
     page = client.get("/").text
     assert "/v1/jobs/{job_id}/result" in page and "<code>/v1/models/{model}:predict</code>" in page
+
+
+def test_every_operation_is_grouped_under_its_blueprints_tag(app, client):
+    """/docs (Swagger UI) lists operations by tag: a new blueprint must choose its group."""
+    blueprints = {rule.endpoint.split(".", 1)[0] for rule, _ in documented_rules(app) if "." in rule.endpoint}
+    assert blueprints <= set(TAGS), blueprints - set(TAGS)
+    document = client.get("/openapi.json").get_json()
+    names = [tag["name"] for tag in document["tags"]]
+    used = {operation["tags"][0] for methods in document["paths"].values() for operation in methods.values()}
+    assert used == set(names) and len(names) == len(set(names))
+    assert document["paths"]["/v1/models/{model}:predict"]["post"]["tags"] == ["V1 (TF Serving)"]
+    assert document["paths"]["/docs"]["get"]["tags"] == ["Console"]

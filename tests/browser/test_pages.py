@@ -9,7 +9,8 @@ import requests
 from tests.browser.conftest import DESKTOP, PHONE
 from tests.conftest import API_KEY
 
-PAGES = {"try": "/", "models": "/console/models", "jobs": "/console/jobs", "health": "/console/health"}
+PAGES = {"try": "/", "models": "/console/models", "jobs": "/console/jobs", "health": "/console/health",
+         "docs": "/docs"}
 # What each page shows once its API calls have answered.
 LOADED = {
     "try": "document.querySelectorAll('#target option').length >= 3",
@@ -17,6 +18,8 @@ LOADED = {
     "jobs": "document.querySelector('#recent tbody tr') !== null",
     "health": "document.querySelectorAll('#workers tbody tr').length >= 1 && "
               "document.querySelector('#rate-chart svg') !== null",
+    # Swagger UI has drawn an operation for every path and method of /openapi.json
+    "docs": "document.querySelectorAll('.opblock').length >= 40",
 }
 
 
