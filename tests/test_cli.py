@@ -181,3 +181,20 @@ def test_a_long_run_logs_a_summary_of_its_epochs(tmp_path: Path, mnist_dir: Path
     epochs = [int(line.split()[1].split("/")[0]) for line in stderr.splitlines() if line.startswith("epoch ")]
     assert epochs == [1, *range(5, 121, 5)], stderr
     assert "(logging every 5th epoch of 120, and the last)" in stderr and trained["version"] == 1
+
+
+def test_export_png_is_a_scan_the_api_reads_back_as_the_digit(tmp_path: Path, mnist_dir: Path, mnist) -> None:
+    """docs/api.md's seven.png: dark ink on white, 4x MNIST's size; the API's image path inverts, crops
+    and centres it back into nearly the digit it came from."""
+    from service.codecs.images import image_to_pixels
+
+    target = tmp_path / "seven.png"
+    with open(target, "wb") as out:
+        proc = subprocess.run([sys.executable, "-m", "trainer", "export", "--data", str(mnist_dir), "--format", "png"],
+                              cwd=REPO_ROOT, stdout=out, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    data = target.read_bytes()
+    assert data.startswith(b"\x89PNG") and "wrote row 0 as png" in proc.stderr
+    seen = image_to_pixels(data).reshape(-1)
+    original = mnist.X[0].astype(float)
+    assert mnist.y[0] == 7 and np.corrcoef(seen, original)[0, 1] > 0.8

@@ -23,7 +23,7 @@ from core.training_config import PRESETS, TrainConfig
 from core.validation import describe_validation
 from trainer.class_names import load_class_names
 from trainer.evaluation import evaluate, format_report
-from trainer.export import EXPORT_FORMATS, export_rows
+from trainer.export import EXPORT_FORMATS, export_png, export_rows
 from trainer.pipeline import train_and_publish
 from trainer.training import EpochReport
 
@@ -104,7 +104,8 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     export_cmd = commands.add_parser("export", help="write dataset rows as a Kaggle CSV or a V1 JSON request body")
     export_cmd.add_argument("--data", required=True, help="MNIST IDX directory or file, Kaggle CSV, or .npz")
     export_cmd.add_argument("--format", choices=EXPORT_FORMATS, default="csv",
-                            help="csv (Kaggle test.csv), train-csv (with label) or v1-json (default %(default)s)")
+                            help="csv (Kaggle test.csv), train-csv (with label), v1-json, or png (one digit, the "
+                                 "row at --start, as a scan: dark ink on white, 112x112) (default %(default)s)")
     export_cmd.add_argument("--start", type=int, default=0, help="first row (default 0)")
     export_cmd.add_argument("--rows", type=int, default=10, help="how many rows (default %(default)s)")
     return parser
@@ -204,6 +205,13 @@ def describe_error(exc: Exception) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
+    if args.format == "png":
+        if sys.stdout.isatty():
+            raise ValueError("--format png writes a binary image: redirect it to a file (> digit.png)")
+        export_png(load_dataset(args.data, require_labels=False), args.start, sys.stdout.buffer)
+        sys.stdout.flush()
+        print(f"wrote row {args.start} as png", file=sys.stderr)
+        return {"rows": 1}
     written = export_rows(load_dataset(args.data, require_labels=args.format == "train-csv"), args.start,
                           args.rows, args.format, sys.stdout)
     print(f"wrote {written} rows as {args.format}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Rows of a dataset written the way clients send them: Kaggle CSV layouts and V1 JSON requests.
+"""Rows of a dataset written the way clients send them: Kaggle CSV layouts, V1 JSON requests, and a
+digit as a scanned-looking PNG for the image endpoints.
 
 ``python -m trainer export`` turns MNIST files into ready-made request bodies for the README's
 curl examples, for load tests and for trying the service without writing code.
@@ -6,14 +7,30 @@ curl examples, for load tests and for trying the service without writing code.
 
 from __future__ import annotations
 
+import io
 import json
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 import numpy as np
 
 from core.datasets import PIXEL_COLUMNS, Dataset
 
-EXPORT_FORMATS = ("csv", "train-csv", "v1-json")
+EXPORT_FORMATS = ("csv", "train-csv", "v1-json", "png")
+PNG_SCALE = 4  # 28x28 -> 112x112: an image the API must shrink, centre and invert, as it does a photo
+
+
+def export_png(dataset: Dataset, row: int, out: BinaryIO) -> None:
+    """Row ``row`` as a PNG of dark ink on white paper, ``PNG_SCALE`` times larger: what a scan of a
+    handwritten digit looks like (the API inverts, crops and centres it back into MNIST's form)."""
+    from PIL import Image  # here, not at import: the CSV and JSON formats do not need Pillow
+
+    if not 0 <= row < len(dataset):
+        raise ValueError(f"--start {row} is outside the dataset's {len(dataset)} rows")
+    ink = np.clip(np.rint(dataset.X[row]), 0, 255).astype(np.uint8).reshape(28, 28)
+    image = Image.fromarray(255 - ink, mode="L").resize((28 * PNG_SCALE, 28 * PNG_SCALE), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    out.write(buffer.getvalue())
 
 
 def export_rows(dataset: Dataset, start: int, count: int, fmt: str, out: TextIO) -> int:
@@ -22,7 +39,7 @@ def export_rows(dataset: Dataset, start: int, count: int, fmt: str, out: TextIO)
     ``csv`` is Kaggle's test.csv layout (``pixel0..pixel783``), ``train-csv`` its train.csv
     layout (``label`` first), ``v1-json`` a V1 predict body ``{"instances": [[784 numbers], ...]}``.
     """
-    if fmt not in EXPORT_FORMATS:
+    if fmt not in EXPORT_FORMATS or fmt == "png":  # png: export_png, one binary image
         raise ValueError(f"unknown export format {fmt!r} (expected one of {', '.join(EXPORT_FORMATS)})")
     if not 0 <= start < len(dataset):
         raise ValueError(f"--start {start} is outside the dataset's {len(dataset)} rows")
