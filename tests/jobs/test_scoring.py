@@ -247,11 +247,11 @@ def test_waiting_requests_leave_threads_for_predictions(make_stack, mnist, tmp_p
     stack = make_stack(workers=0)
     job_id = stack.submit_csv(write_kaggle_csv(tmp_path / "t.csv", mnist.X[:5])).json()["job_id"]
     with ThreadPoolExecutor(8) as pool:
-        waits = [pool.submit(requests.get, f"{stack.url}/v1/jobs/{job_id}", params={"wait": "15"}, timeout=60)
+        waits = [pool.submit(requests.get, f"{stack.url}/v1/jobs/{job_id}", params={"wait": "6"}, timeout=60)
                  for _ in range(8)]
         time.sleep(1)  # let the waits reach the server first
-        # "Did not hang" bound: without the cap this prediction waits for a thread for ~15 s.
-        predicted = requests.post(stack.url + "/v1/models/mnist:predict", json={"instances": [[0] * 784]}, timeout=8)
+        # "Did not hang" bound: without the cap this prediction waits ~5 s more for a thread, past its timeout.
+        predicted = requests.post(stack.url + "/v1/models/mnist:predict", json={"instances": [[0] * 784]}, timeout=3)
         assert predicted.status_code == 200, predicted.text
         assert all(wait.result().json()["status"] == "queued" for wait in waits)
 
