@@ -16,7 +16,7 @@ from service.state import get_state
 
 blueprint = Blueprint("console", __name__)
 PAGES = (("console.index", "Try it"), ("console.models", "Models"), ("console.jobs", "Jobs"),
-         ("console.health", "Health"), ("console.docs", "API docs"))
+         ("console.health", "Health"), ("console.docs", "API"))
 
 
 def _page(template: str, active: str, **context: object) -> str:
