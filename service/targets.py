@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from core.registry import is_decimal
+import contextlib
+from typing import Any
+
+from core.registry import RegistryError, is_decimal
 from core.serving import Predictor
 from service.service_error import ServiceError
 from service.state import get_state
@@ -24,3 +27,11 @@ def parse_version(text: str) -> int:
     if not is_decimal(text) or int(text) < 1:
         raise ServiceError(404, f"model has no version {text!r}: versions are positive integers")
     return int(text)
+
+
+def described_manifest(name: str, version: int) -> dict[str, Any]:
+    """The manifest a description (metadata, configuration) reads: the version's, or ``{}`` when it
+    cannot be read, so the answer falls back to what every model has rather than failing."""
+    with contextlib.suppress(RegistryError):
+        return get_state().registry.manifest(name, version)
+    return {}

@@ -9,19 +9,16 @@ registry and the metrics only, so they answer for an unloaded model too.
 
 from __future__ import annotations
 
-import contextlib
-
 from flask import Blueprint, Response
 
 from core.model import class_names_of, platform_of
-from core.registry import RegistryError
 from service import inference_stats
 from service.auth import guard_blueprint
 from service.codecs.jsonio import json_response
 from service.codecs.model_io import triton_config
 from service.metrics import metric_source
 from service.state import get_state
-from service.targets import check_model_name, parse_version
+from service.targets import check_model_name, described_manifest, parse_version
 
 blueprint = Blueprint("triton", __name__)
 guard_blueprint(blueprint)
@@ -30,11 +27,8 @@ guard_blueprint(blueprint)
 def _config(name: str, version: int | None) -> Response:
     check_model_name(name)
     state = get_state()
-    registry = state.registry
-    described = registry.resolve(name, version)  # 404 for an unknown version, 503 when nothing is published
-    manifest: dict = {}
-    with contextlib.suppress(RegistryError):  # an unreadable manifest: describe what every model has
-        manifest = registry.manifest(name, described)
+    described = state.registry.resolve(name, version)  # 404 for an unknown version, 503 when nothing is published
+    manifest = described_manifest(name, described)
     return json_response(triton_config(name, platform_of(manifest.get("architecture")), state.settings.max_instances,
                                        class_names_of(manifest)))
 

@@ -11,7 +11,6 @@ A protocol adapter only: decode (``service.codecs.instances``) -> the app's ``Da
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import numpy as np
@@ -20,7 +19,6 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from core.explain import METHOD
 from core.model import class_names_of
-from core.registry import RegistryError
 from service.auth import guard_blueprint
 from service.codecs.instances import SIDE, decode_predict_body, instances_to_pixels, uploads_to_pixels
 from service.codecs.jsonio import json_response, parse_json, read_body, require_json_content_type, validate
@@ -29,7 +27,7 @@ from service.codecs.schemas import ExplainRequest
 from service.dataplane import InferenceResult
 from service.service_error import ServiceError
 from service.state import get_state
-from service.targets import check_model_name, parse_version
+from service.targets import check_model_name, described_manifest, parse_version
 
 blueprint = Blueprint("v1", __name__)
 guard_blueprint(blueprint)
@@ -117,11 +115,8 @@ def _metadata(name: str, version: int | None, alias: str | None) -> Response:
     """TF Serving's ``GetModelMetadata``: the version the URL designates (production without one), read
     from the registry (nothing is loaded), and its one ``serving_default`` predict signature."""
     check_model_name(name)
-    registry = get_state().registry
-    number = registry.resolve(name, version, alias)  # 404 unknown version or alias, 503 nothing published
-    manifest: dict = {}
-    with contextlib.suppress(RegistryError):  # an unreadable manifest: describe what every model has
-        manifest = registry.manifest(name, number)
+    number = get_state().registry.resolve(name, version, alias)  # 404 unknown version or alias, 503 none published
+    manifest = described_manifest(name, number)
     return json_response({"model_spec": {"name": name, "signature_name": "", "version": str(number)},
                           "metadata": {"signature_def": {"signature_def": signature_def(class_names_of(manifest))}}})
 

@@ -7,8 +7,6 @@ only: decode (``service.codecs.v2_codec``) -> the app's ``DataPlane`` -> encode.
 
 from __future__ import annotations
 
-import contextlib
-
 import orjson
 from flask import Blueprint, Response, request
 
@@ -21,7 +19,7 @@ from service.codecs.jsonio import JSON_OPTIONS, json_response, read_body
 from service.codecs.v2_codec import INPUT_NAME, encode_response, input_pixels, parse_request, wanted_outputs
 from service.service_error import ServiceError
 from service.state import get_state
-from service.targets import check_model_name, parse_version
+from service.targets import check_model_name, described_manifest, parse_version
 
 blueprint = Blueprint("v2", __name__)
 SERVER_NAME, SERVER_VERSION = "mnist-serve", VERSION
@@ -68,10 +66,7 @@ def _metadata(name: str, version: int | None) -> Response:
         registry.resolve(name, version=version)  # 404 for an unknown version
         versions = [version]
     described = _described_version(name, version, versions)
-    manifest: dict = {}
-    if described is not None:
-        with contextlib.suppress(RegistryError):  # an unreadable manifest: describe what we can
-            manifest = registry.manifest(name, described)
+    manifest = described_manifest(name, described) if described is not None else {}
     names = class_names_of(manifest)
     outputs: list[dict] = [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
                            {"name": "labels", "datatype": "INT64", "shape": [-1]}]
