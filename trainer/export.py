@@ -15,7 +15,8 @@ import numpy as np
 
 from core.datasets import PIXEL_COLUMNS, Dataset
 
-EXPORT_FORMATS = ("csv", "train-csv", "v1-json", "png")
+TEXT_FORMATS = ("csv", "train-csv", "v1-json")  # export_rows
+EXPORT_FORMATS = (*TEXT_FORMATS, "png")  # png: export_png, one binary image
 PNG_SCALE = 4  # 28x28 -> 112x112: an image the API must shrink, centre and invert, as it does a photo
 
 
@@ -39,8 +40,8 @@ def export_rows(dataset: Dataset, start: int, count: int, fmt: str, out: TextIO)
     ``csv`` is Kaggle's test.csv layout (``pixel0..pixel783``), ``train-csv`` its train.csv
     layout (``label`` first), ``v1-json`` a V1 predict body ``{"instances": [[784 numbers], ...]}``.
     """
-    if fmt not in EXPORT_FORMATS or fmt == "png":  # png: export_png, one binary image
-        raise ValueError(f"unknown export format {fmt!r} (expected one of {', '.join(EXPORT_FORMATS)})")
+    if fmt not in TEXT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r} (expected one of {', '.join(TEXT_FORMATS)})")
     if not 0 <= start < len(dataset):
         raise ValueError(f"--start {start} is outside the dataset's {len(dataset)} rows")
     pixels = np.rint(dataset.X[start:start + count]).astype(np.int64)
