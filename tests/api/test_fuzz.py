@@ -10,11 +10,13 @@ twice and read again; a model's production version evaluated). Scoring jobs run;
 jobs stay queued.
 
 Time-boxed: ``FUZZ_SECONDS`` (60 in the default suite). The long run, ``make fuzz`` (also a step of
-``.ci/run``), is 300 s and at least 5,000 cases.
+``.ci/run``), is 300 s. How many cases fit in the time depends on the machine (about 5,700 in 300 s
+on a quiet two-core one, under half that on a busy one), so the case count is printed, never a
+condition: that would be a timing test.
 
-Passes when no response is a 5xx and every check holds, except the failures listed in
-``KNOWN`` with their reason. tests/fuzz_hooks.py keeps positive cases within the rules JSON
-Schema cannot state (see its docstring).
+Passes when every operation was tested, all four phases ran to their end, no response is a 5xx and
+every check holds, except the failures listed in ``KNOWN`` with their reason. tests/fuzz_hooks.py
+keeps positive cases within the rules JSON Schema cannot state (see its docstring).
 
 tests/api/fuzz.toml sets the examples per operation; ``FUZZ_SEED`` changes the seed.
 """
@@ -35,9 +37,9 @@ from tests.support import REPO_ROOT, stop_process
 
 CONFIG = Path(__file__).with_name("fuzz.toml")  # examples per operation
 SEED = os.environ.get("FUZZ_SEED", "20261128")
-# The default suite's time box; `make fuzz` runs the long one (FUZZ_SECONDS=300, FUZZ_MIN_CASES=5000).
+# The default suite's time box; `make fuzz` runs the long one (FUZZ_SECONDS=300).
 SECONDS = int(os.environ.get("FUZZ_SECONDS", "60"))
-MIN_CASES = int(os.environ.get("FUZZ_MIN_CASES", "300"))
+PHASES = {"examples", "coverage", "fuzzing", "stateful"}
 FUZZ_DB = 14  # a Redis database of its own: queued fuzz jobs must never meet a real worker
 
 # (failure code, operation) -> why it is not a bug
@@ -111,6 +113,9 @@ def test_server_agrees_with_its_openapi_document(fuzz_api, tmp_path: Path):
     operations = result["operations"]
     assert operations["tested"] == operations["selected"] == operations["total"] - 1, output  # all but DELETE
     assert not result["errors"], output
+    # A phase the time box cut off, or one skipped, is not "success"
+    assert set(result["phases"]) == PHASES, result["phases"]
+    assert all(phase["status"] == "success" for phase in result["phases"].values()), (result["phases"], output)
     found = [(failure["code"], operation, failure["title"]) for failure in result["failures"]
              for operation in failure["operations"]]
     for code, operation, title in found:
@@ -118,4 +123,3 @@ def test_server_agrees_with_its_openapi_document(fuzz_api, tmp_path: Path):
             print(f"known, not a bug: {code} {title} on {operation}: {KNOWN[code, operation]}")
     unexpected = [entry for entry in found if entry[:2] not in KNOWN]
     assert not unexpected, output
-    assert cases["generated"] >= MIN_CASES, output
