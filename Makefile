@@ -79,12 +79,17 @@ lint: install
 	$(BIN)/ruff check .
 
 ## the whole default test suite: lint, then pytest (it starts its own redis-server, gunicorn, workers,
-## nginx and Chromium); the slowest 30 tests are listed at the end
+## nginx and Chromium); the slowest 30 tests are listed at the end. Two pytest processes (xdist): most of
+## the suite waits on servers and workers, so two share two cores well (8 min in one, under 6 in two);
+## every test starts its own servers on free ports, so none depends on which process runs it.
+## TEST_PROCESSES=0 runs it in this process (for pdb, or -x).
+TEST_PROCESSES ?= 2
 test: lint
-	$(BIN)/pytest -m "not docker" --durations=30
+	$(BIN)/pytest -m "not docker" -n $(TEST_PROCESSES) --durations=30
 
 ## the edit loop: the tests that start no server (the network and its gradient checks, datasets,
-## registry, codecs, schemas, the app in process); about a minute
+## registry, codecs, schemas, the app in process); about a minute, in one process (it is CPU-bound:
+## a second one gains nothing on two cores)
 test-fast: install
 	$(BIN)/pytest -m "not servers and not docker" -q
 
