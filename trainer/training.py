@@ -7,7 +7,8 @@ the trained network with its curve and metrics. Publishing is the caller's busin
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from core.model import InputScaling, Model
 from core.network import Network, cross_entropy, softmax, softmax_cross_entropy_backward
 from core.optimizers import make_optimizer, scheduled_learning_rate
 from core.training_config import TrainConfig
-from trainer.augment import random_shift
+from trainer.augment import random_distort, random_shift
 
 
 class TrainingCanceled(Exception):
@@ -91,6 +92,7 @@ def train(train_set: Dataset, dev_set: Dataset | None, config: TrainConfig,
     steps_per_epoch = -(-n // batch_size)
     total_steps = steps_per_epoch * config.epochs
 
+    average = WeightAverage(network, config.ema) if config.ema else None
     curve: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, np.ndarray] | None] = (np.inf, 0, None)
     stale_epochs = 0
@@ -104,7 +106,10 @@ def train(train_set: Dataset, dev_set: Dataset | None, config: TrainConfig,
         for start in range(0, n, batch_size):
             index = order[start:start + batch_size] if batch_size < n else order
             batch = X[index]
-            if config.augment_shift:
+            if config.augment_rotate or config.augment_scale or config.augment_elastic:
+                batch = random_distort(batch, rng, config.augment_shift, config.augment_rotate, config.augment_scale,
+                                       config.augment_elastic)
+            elif config.augment_shift:
                 batch = random_shift(batch, config.augment_shift, rng)
             optimizer.learning_rate = scheduled_learning_rate(
                 config.lr_schedule, config.lr, step / max(total_steps - 1, 1), config.lr_decay, step)
@@ -115,9 +120,12 @@ def train(train_set: Dataset, dev_set: Dataset | None, config: TrainConfig,
             network.backward(softmax_cross_entropy_backward(probabilities, labels), input_gradient=False)
             optimizer.step(network.trainable_layers)
             step += 1
+            if average is not None:
+                average.update(network, step)
         dev_loss = dev_accuracy = None
         if dev_set is not None and dev_set.y is not None:
-            dev_loss, dev_accuracy = _scaled_loss_and_accuracy(network, X_dev, dev_set.y, eval_rows)
+            with _averaged(network, average):
+                dev_loss, dev_accuracy = _scaled_loss_and_accuracy(network, X_dev, dev_set.y, eval_rows)
         report = EpochReport(epoch, config.epochs, loss_sum / n, correct / n, dev_loss, dev_accuracy,
                              optimizer.learning_rate, time.perf_counter() - epoch_start)
         curve.append(report.as_dict())
@@ -125,7 +133,8 @@ def train(train_set: Dataset, dev_set: Dataset | None, config: TrainConfig,
             on_epoch(report)
         if config.early_stopping and dev_loss is not None:
             if dev_loss < best[0]:
-                best, stale_epochs = (dev_loss, epoch, _copy_arrays(network)), 0
+                with _averaged(network, average):
+                    best, stale_epochs = (dev_loss, epoch, _copy_arrays(network)), 0
             else:
                 stale_epochs += 1
                 if stale_epochs >= config.early_stopping:
@@ -135,6 +144,8 @@ def train(train_set: Dataset, dev_set: Dataset | None, config: TrainConfig,
     if config.early_stopping and best[1]:
         network.load_arrays(best[2])
         best_epoch = best[1]
+    elif average is not None:
+        network.load_arrays(average.arrays)
     metrics: dict[str, float] = {}
     # Training accuracy on the un-augmented data with dropout off: what the model really fits.
     metrics["train_loss"], metrics["train_accuracy"] = _scaled_loss_and_accuracy(network, X, y, eval_rows)
@@ -145,3 +156,35 @@ def train(train_set: Dataset, dev_set: Dataset | None, config: TrainConfig,
 
 def _copy_arrays(network: Network) -> dict[str, np.ndarray]:
     return {key: value.copy() for key, value in network.arrays().items()}
+
+
+class WeightAverage:
+    """An exponential moving average of the weights (Polyak averaging, as TensorFlow's
+    ``ExponentialMovingAverage``): it smooths out the last steps' noise, which a small dataset and
+    random augmentation make large. The decay ramps up as ``(1 + step) / (10 + step)`` until it
+    reaches ``decay``, so the initial weights do not linger in a short run's average."""
+
+    def __init__(self, network: Network, decay: float) -> None:
+        self.decay = decay
+        self.arrays = _copy_arrays(network)
+
+    def update(self, network: Network, step: int) -> None:
+        decay = np.float32(min(self.decay, (1 + step) / (10 + step)))
+        for key, value in network.arrays().items():
+            average = self.arrays[key]
+            average *= decay
+            average += (1 - decay) * value
+
+
+@contextmanager
+def _averaged(network: Network, average: WeightAverage | None) -> Iterator[None]:
+    """The averaged weights in ``network`` for the with-block, then its own again."""
+    if average is None:
+        yield
+        return
+    own = _copy_arrays(network)
+    network.load_arrays(average.arrays)
+    try:
+        yield
+    finally:
+        network.load_arrays(own)
