@@ -43,7 +43,8 @@ def held_out(manifest: dict[str, Any], data: Dataset, all_rows: bool = False) ->
     """Which of ``data``'s rows to score for the version ``manifest`` describes."""
     dataset = manifest.get("dataset", {})
     train, dev = dataset.get("train", {}), dataset.get("dev", {})
-    dev_rows = int(dev.get("rows") or 0)
+    # The held-out tail of the training file: the dev rows, then the test rows when there are any.
+    dev_rows = int(dev.get("rows") or 0) + int(dataset.get("test", {}).get("rows") or 0)
     if _dev_came_from_own_file(manifest):
         if data.digest == dev.get("sha256"):
             return HeldOut(len(data), "the dev dataset the version was evaluated on")
@@ -51,7 +52,8 @@ def held_out(manifest: dict[str, Any], data: Dataset, all_rows: bool = False) ->
             return HeldOut(len(data), "the dataset the version was trained on (every row trained on)", len(data))
     elif data.digest == train.get("sha256") and 0 < dev_rows <= len(data):
         if not all_rows:
-            return HeldOut(dev_rows, "the dev split the version was trained with")
+            return HeldOut(dev_rows, "the rows held out from the version's training (dev and test splits)"
+                           if "test" in dataset else "the dev split the version was trained with")
         trained = len(data) - dev_rows
         return HeldOut(len(data), f"all rows of the dataset the version was trained on ({trained} of them "
                                   f"trained on)", trained)

@@ -38,19 +38,21 @@ def test_train_then_evaluate_and_manage_versions(tmp_path: Path, mnist_dir: Path
     trained, stderr = run_trainer("train", "--data", mnist_dir, "--models-dir", models, *SMALL, "--json")
     assert trained["model"] == "mnist" and trained["version"] == 1
     assert trained["path"] == str(models / "mnist" / "1")
-    assert {"dev_accuracy", "dev_loss", "train_accuracy"} <= set(trained["metrics"])
-    assert trained["metrics"]["dev_accuracy"] > 0.85
+    metrics = trained["metrics"]
+    assert {"dev_accuracy", "dev_loss", "train_accuracy", "test_accuracy", "test_loss"} <= set(metrics)
+    assert metrics["dev_accuracy"] > 0.85 and metrics["test_accuracy"] > 0.8  # the t10k file's last rows are harder
     assert "epoch   1/2" in stderr and "epoch   2/2" in stderr and "dev loss" in stderr  # progress on stderr
-    assert "published mnist version 1" in stderr
+    assert "published mnist version 1" in stderr and f"test accuracy {metrics['test_accuracy']:.4f}" in stderr
 
-    # The file it trained on: by default only its dev split (the last 2,000 rows), which gives the
-    # dev accuracy the manifest records; --all-rows scores every row and says how many it trained on.
+    # The file it trained on: by default only the rows held out from training (the last 2,000: the dev
+    # split, then the test split), whose accuracy is the mean of the two the manifest records;
+    # --all-rows scores every row and says how many it trained on.
     evaluated, stderr = run_trainer("evaluate", "--models-dir", models, "--data", mnist_dir, "--json")
     assert evaluated["n"] == 2_000 and evaluated["version"] == 1 and evaluated["trained_rows"] == 0
-    assert evaluated["split"] == "the dev split the version was trained with"
-    assert evaluated["accuracy"] == pytest.approx(trained["metrics"]["dev_accuracy"], abs=1e-4)
+    assert evaluated["split"] == "the rows held out from the version's training (dev and test splits)"
+    assert evaluated["accuracy"] == pytest.approx((metrics["dev_accuracy"] + metrics["test_accuracy"]) / 2, abs=1e-4)
     assert evaluated["loss"] > 0 and len(evaluated["confusion_matrix"]) == 10 and len(evaluated["per_class"]) == 10
-    assert "confusion matrix" in stderr and "dev split" in stderr and "warning" not in stderr
+    assert "confusion matrix" in stderr and "dev and test splits" in stderr and "warning" not in stderr
     everything, stderr = run_trainer("evaluate", "--models-dir", models, "--data", mnist_dir, "--all-rows", "--json")
     assert everything["n"] == 10_000 and everything["trained_rows"] == 8_000
     assert "warning: 8000 of these 10000 rows were training rows of mnist v1" in stderr
@@ -58,12 +60,15 @@ def test_train_then_evaluate_and_manage_versions(tmp_path: Path, mnist_dir: Path
     second, _ = run_trainer("train", "--data", mnist_dir, "--models-dir", models, "--model", "mnist",
                             "--dev-fraction", "0.1", *SMALL, "--json")
     assert second["version"] == 2
-    assert ModelRegistry(models).manifest("mnist", 2)["dataset"]["dev"]["rows"] == 1000
+    # 1,000 rows held out, and the test split (10% of the rows) would take them all: dev only.
+    second_data = ModelRegistry(models).manifest("mnist", 2)["dataset"]
+    assert second_data["dev"]["rows"] == 1000 and "test" not in second_data
 
     listed, _ = run_trainer("models", "list", "--models-dir", models, "--json")
     assert [v["version"] for v in listed["versions"]] == [1, 2]
     assert listed["aliases"] == {"production": 1} and listed["versions"][0]["aliases"] == ["production"]
     assert listed["versions"][1]["dev_accuracy"] == pytest.approx(second["metrics"]["dev_accuracy"], abs=1e-6)
+    assert [v["test_accuracy"] for v in listed["versions"]] == [metrics["test_accuracy"], None]
 
     shown, _ = run_trainer("models", "show", "2", "--models-dir", models, "--json")
     assert shown["version"] == 2 and shown["hyperparameters"]["hidden"] == [32]

@@ -100,9 +100,10 @@ def test_manifest_records_everything(models_dir: Path) -> None:
     assert manifest["hyperparameters"]["hidden"] == [64] and manifest["hyperparameters"]["seed"] == 1
     mnist_sha = manifest["dataset"]["train"]["sha256"]
     assert len(mnist_sha) == 64 and manifest["dataset"]["train"]["rows"] == 8000
-    assert manifest["dataset"]["dev"]["rows"] == 2000
-    assert 0.9 < manifest["metrics"]["dev_accuracy"] <= 1.0
-    assert {"dev_loss", "train_accuracy", "train_loss"} <= set(manifest["metrics"])
+    assert manifest["dataset"]["dev"]["rows"] == manifest["dataset"]["test"]["rows"] == 1000
+    assert 0.9 < manifest["metrics"]["dev_accuracy"] <= 1.0 and 0.85 < manifest["metrics"]["test_accuracy"] <= 1.0
+    assert {"dev_loss", "train_accuracy", "train_loss", "test_loss"} <= set(manifest["metrics"])
+    assert sum(map(sum, manifest["test"]["confusion_matrix"])) == 1000
     assert [point["epoch"] for point in manifest["curve"]] == [1, 2, 3, 4]
     assert {"train_loss", "dev_accuracy", "learning_rate", "seconds"} <= set(manifest["curve"][0])
     assert manifest["created_at"].endswith("Z") and manifest["created_at"][:2] == "20"

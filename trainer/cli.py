@@ -24,7 +24,7 @@ from core.validation import describe_validation
 from trainer.class_names import load_class_names
 from trainer.evaluation import evaluate, format_report
 from trainer.export import EXPORT_FORMATS, export_png, export_rows
-from trainer.pipeline import train_and_publish
+from trainer.pipeline import TEST_FRACTION, train_and_publish
 from trainer.training import EpochReport
 
 # Every TrainConfig field but the preset (its own flag, which picks the defaults the others override).
@@ -74,6 +74,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     dev = train_cmd.add_mutually_exclusive_group()
     dev.add_argument("--dev-data", help="labelled dev set; default: the last --dev-fraction of --data")
     dev.add_argument("--dev-fraction", type=float, default=0.2, help="share of rows held out (default 0.2)")
+    train_cmd.add_argument("--test-fraction", type=float, default=TEST_FRACTION,
+                           help="share of all rows, the end of the held-out ones, that training never looks at "
+                                "(the test split, default %(default)s; 0: none; unused with --dev-data)")
     train_cmd.add_argument("--preset", choices=PRESETS, default="default",
                            help="'seed' reproduces the tutorial 784-10-10 network")
     train_cmd.add_argument("--class-names", metavar="fashion|digits|FILE",
@@ -149,11 +152,12 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     class_names = load_class_names(args.class_names) if args.class_names is not None else None
     registry = ModelRegistry(args.models_dir)
     published = train_and_publish(registry, args.model, args.data, config, args.dev_data, args.dev_fraction,
-                                  on_epoch=_print_epoch, class_names=class_names)
+                                  on_epoch=_print_epoch, class_names=class_names, test_fraction=args.test_fraction)
     summary = published.summary()
     metrics = summary["metrics"]
+    test = f", test accuracy {metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else ""
     print(f"published {published.name} version {published.version} at {published.path}: "
-          f"dev accuracy {metrics.get('dev_accuracy', float('nan')):.4f} "
+          f"dev accuracy {metrics.get('dev_accuracy', float('nan')):.4f}{test} "
           f"(best epoch {published.result.best_epoch}, {published.result.seconds:.1f}s)", file=sys.stderr)
     return summary
 
@@ -188,9 +192,10 @@ def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
         manifest = registry.manifest(args.model, version)
         tags = [alias for alias, v in aliases.items() if v == version]
         metrics = manifest.get("metrics", {})
-        versions.append({"version": version, "created_at": manifest.get("created_at"),
-                         "aliases": tags, "dev_accuracy": metrics.get("dev_accuracy")})
-        print(f"{version:>4}  {manifest.get('created_at')}  dev_accuracy {metrics.get('dev_accuracy', 0):.4f}"
+        versions.append({"version": version, "created_at": manifest.get("created_at"), "aliases": tags,
+                         "dev_accuracy": metrics.get("dev_accuracy"), "test_accuracy": metrics.get("test_accuracy")})
+        test = f"  test_accuracy {metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else ""
+        print(f"{version:>4}  {manifest.get('created_at')}  dev_accuracy {metrics.get('dev_accuracy', 0):.4f}{test}"
               f"  {' '.join(tags)}", file=sys.stderr)
     return {"model": args.model, "versions": versions, "aliases": aliases}
 

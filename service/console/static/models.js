@@ -1,5 +1,6 @@
 /* Models: GET /v1/models/{name} (versions, aliases, metrics), GET .../versions/{v} (manifest: dataset,
- * hyper-parameters, curve), GET .../versions/{v}/evaluation (confusion matrix, per-class metrics),
+ * hyper-parameters, curve, the test split's report), GET .../versions/{v}/evaluation (confusion matrix,
+ * per-class metrics) for a version without a test split;
  * PUT .../aliases/{alias} with the Bearer key to promote or roll back. */
 'use strict';
 
@@ -56,7 +57,7 @@
     $('versions').tBodies[0].replaceChildren(...info.versions.slice().reverse().map(v => el('tr', {'data-version': v.version},
       el('td', {text: 'v' + v.version}), el('td', {class: 'wide-only', text: when(v.created_at)}),
       el('td', {}, ...v.aliases.map(a => el('span', {class: 'badge', text: a}))),
-      el('td', {text: pct(v.metrics.dev_accuracy)}), el('td', {text: fmt(v.metrics.dev_loss)}),
+      el('td', {text: pct(v.metrics.dev_accuracy)}), el('td', {text: pct(v.metrics.test_accuracy)}),
       el('td', {class: 'wide-only', text: pct(v.metrics.train_accuracy)}))));
     const versions = info.versions.map(v => v.version);
     for (const id of ['promote-version', 'pick-a', 'pick-b']) {
@@ -104,11 +105,13 @@
       el('h3', {text: `Version ${version}`}),
       el('p', {class: 'muted', text: `created ${when(m.created_at)} · ${(m.architecture || []).length} layers · ` +
                                      `best epoch ${m.best_epoch ?? '–'} · trained in ${fmt(m.training_seconds, 1)} s`}),
-      kv([['dev accuracy', pct(metrics.dev_accuracy)], ['dev loss', metrics.dev_loss],
-          ['train accuracy', pct(metrics.train_accuracy)], ['train loss', metrics.train_loss]]),
+      kv([['test accuracy', pct(metrics.test_accuracy)], ['dev accuracy', pct(metrics.dev_accuracy)],
+          ['dev loss', metrics.dev_loss], ['train accuracy', pct(metrics.train_accuracy)],
+          ['train loss', metrics.train_loss]]),
       el('h3', {text: 'Dataset'}),
       kv([['train', `${fileName((data.train || {}).source)} (${(data.train || {}).rows ?? '?'} rows)`],
           ['dev', `${(data.dev || {}).split ?? '–'} (${(data.dev || {}).rows ?? '?'} rows)`],
+          ...(data.test ? [['test', `${data.test.split} (${data.test.rows} rows)`]] : []),
           ['sha256', ((data.train || {}).sha256 || '').slice(0, 16) + '…']]),
       el('h3', {text: 'Hyper-parameters'}),
       kv(hyperparameters(m)),
@@ -120,8 +123,12 @@
     Charts.lineChart(loss, [series('train_loss', 'train'), series('dev_loss', 'dev', true)], {yLabel: 'loss'});
     Charts.lineChart(acc, [series('train_accuracy', 'train'), series('dev_accuracy', 'dev', true)], {yLabel: 'accuracy'});
     try {
-      const ev = await api(`${modelPath}/versions/${version}/evaluation`);
-      evalNote.textContent = `${ev.rows} rows of ${ev.dataset} (${ev.split}): accuracy ${pct(ev.accuracy)}`;
+      // The test split's report, made when the version was trained (rows no training step looked at);
+      // versions without one are scored now on the rows held out from their training.
+      const ev = m.test ? {...m.test, rows: data.test.rows} : await api(`${modelPath}/versions/${version}/evaluation`);
+      evalNote.textContent = m.test
+        ? `${ev.rows} rows of the test split, never used in training: accuracy ${pct(ev.accuracy)}`
+        : `${ev.rows} rows of ${ev.dataset} (${ev.split}): accuracy ${pct(ev.accuracy)}`;
       Charts.matrixChart(confusion, ev.confusion_matrix, {title: `confusion matrix of version ${version}`});
       perClass.replaceChildren(el('div', {class: 'scroll'}, el('table', {},
         el('thead', {}, el('tr', {}, ...['class', 'precision', 'recall', 'support'].map(h => el('th', {text: h})))),
