@@ -195,7 +195,7 @@ class Flatten:
 
     def forward(self, inputs: np.ndarray, training: bool = False) -> np.ndarray:
         self.input_shape = inputs.shape
-        return inputs.reshape(len(inputs), -1)
+        return inputs.reshape(len(inputs), int(np.prod(inputs.shape[1:])))  # not -1: that fails on 0 rows
 
     def backward(self, dvalues: np.ndarray) -> np.ndarray:
         return dvalues.reshape(self.input_shape)

@@ -6,6 +6,7 @@ worker all call, so every caller scales raw 0..255 pixels identically.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -14,7 +15,8 @@ import numpy as np
 
 from core.digits import N_PIXELS
 from core.explain import Explanation, gradient_x_input
-from core.network import Network
+from core.inference import compile_forward
+from core.network import Network, softmax
 
 CONV_ROWS_PER_PASS = 256
 
@@ -95,9 +97,15 @@ class Model:
         if pixels.ndim != 2 or pixels.shape[1] != N_PIXELS:
             raise ValueError(f"expected pixels of shape (n, {N_PIXELS}), got {pixels.shape}")
         if len(pixels) <= self.max_rows_per_pass:
-            return self.network.predict_proba(self.scaling.apply(pixels))
-        return np.concatenate([self.network.predict_proba(self.scaling.apply(pixels[i:i + self.max_rows_per_pass]))
+            return softmax(self._forward(self.scaling.apply(pixels)))
+        return np.concatenate([softmax(self._forward(self.scaling.apply(pixels[i:i + self.max_rows_per_pass])))
                                for i in range(0, len(pixels), self.max_rows_per_pass)])
+
+    @cached_property
+    def _forward(self) -> Callable[[np.ndarray], np.ndarray]:
+        """The network's inference-only forward pass (``core.inference``), built on the first
+        prediction: from then on the weights are the version's, and never change."""
+        return compile_forward(self.network)
 
     def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(labels int64 (n,), probabilities float32 (n, 10))."""
