@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from core.digits import N_CLASSES, N_PIXELS, Dataset
+from core.inference import compile_forward
 from core.model import InputScaling, Model
 from core.network import Network, cross_entropy, softmax, softmax_cross_entropy_backward
 from core.optimizers import make_optimizer, scheduled_learning_rate
@@ -56,9 +57,10 @@ _EVAL_ROWS = 2048
 
 def _scaled_loss_and_accuracy(network: Network, X: np.ndarray, y: np.ndarray,
                               rows: int = _EVAL_ROWS) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on inputs already scaled, in blocks of ``rows``."""
-    probabilities = np.concatenate([network.predict_proba(X[i:i + rows])
-                                    for i in range(0, max(len(X), 1), rows)])
+    """Mean cross-entropy and accuracy on inputs already scaled, in blocks of ``rows``, through the
+    serving forward pass (built from the weights as they are now)."""
+    forward = compile_forward(network)
+    probabilities = np.concatenate([softmax(forward(X[i:i + rows])) for i in range(0, max(len(X), 1), rows)])
     return cross_entropy(probabilities, y), float((probabilities.argmax(axis=1) == y).mean())
 
 
