@@ -78,7 +78,9 @@ def test_arch_flag_and_cnn_preset() -> None:
                                      "--hidden", "32"]))
     assert (config.arch, config.channels, config.hidden) == ("cnn", [8, 16], [32])
     preset = cmd_train_config(parse(["train", "--data", "x", "--preset", "cnn", "--epochs", "2"]))
-    assert (preset.arch, preset.channels, preset.hidden, preset.epochs) == ("cnn", [16, 32], [128], 2)
+    assert (preset.arch, preset.channels, preset.hidden, preset.epochs) == ("cnn", [8, 32], [128], 2)
+    assert (preset.augment_shift, preset.augment_rotate, preset.augment_scale, preset.augment_elastic,
+            preset.ema) == (2, 10.0, 0.1, 20.0, 0.999)
     assert TrainConfig().arch == "mlp"
     for bad in ([8, 8, 8, 8], [], [0], [513]):
         with pytest.raises(ValueError, match="channels"):

@@ -199,7 +199,7 @@ def test_a_preset_named_in_a_request_supplies_the_fields_it_leaves_out() -> None
     CLI's ``--preset cnn --epochs 5`` is (it used to be the default MLP with a "cnn" label)."""
     config = TrainConfig.model_validate({"preset": "cnn", "epochs": 5})
     assert (config.arch, config.channels, config.hidden, config.epochs, config.early_stopping) == (
-        "cnn", [16, 32], [128], 5, 0)
+        "cnn", [8, 32], [128], 5, 0)
     assert config == TrainConfig.for_preset("cnn", epochs=5)
     assert TrainConfig.model_validate(config.model_dump()) == config  # as a manifest stores and reloads it
     assert TrainConfig.model_validate({"preset": "seed", "hidden": [32]}).optimizer == "gd"

@@ -15,7 +15,7 @@ import requests
 
 from tests.support import REPO_ROOT, free_port, wait_until
 
-TINY = "--epochs 2 --hidden 32 --dropout 0 --augment-shift 0 --early-stopping 0 --lr-schedule constant"
+TINY = "--preset default --epochs 2 --hidden 32 --dropout 0 --augment-shift 0 --early-stopping 0 --lr-schedule constant"
 
 
 def marked_pids(marker: str) -> list[int]:

@@ -38,7 +38,7 @@ from tests.support import REPO_ROOT, free_port, wait_until
 pytestmark = pytest.mark.docker
 
 API_KEY = "compose-test-key"
-TINY = "--epochs 2 --hidden 32 --dropout 0 --augment-shift 0 --early-stopping 0 --lr-schedule constant"
+TINY = "--preset default --epochs 2 --hidden 32 --dropout 0 --augment-shift 0 --early-stopping 0 --lr-schedule constant"
 # Long enough (tens of seconds on 2 cores) that the worker can be killed while it trains.
 PROXY_TIMEOUT = 3  # the proxy's header and body timeouts in this test, seconds
 RETRAIN = {"hidden": [512, 256], "epochs": 12, "dropout": 0.0, "augment_shift": 1, "early_stopping": 0, "seed": 5}
