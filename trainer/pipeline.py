@@ -61,6 +61,13 @@ def split_test(held_out: Dataset, total_rows: int, test_fraction: float) -> tupl
             Dataset(held_out.X[cut:], held_out.y[cut:], f"{base} (last {n_test})", held_out.digest))
 
 
+def dev_split(data: str | Path, dev_fraction: float, test_fraction: float = TEST_FRACTION) -> Dataset:
+    """The dev rows ``train_and_publish`` reports on for ``data`` without a dev dataset: the held-out
+    tail without its test split. The retraining job's promotion gate scores production on them."""
+    train_set, held_set = load_splits(data, None, dev_fraction)
+    return split_test(held_set, len(train_set) + len(held_set), test_fraction)[0]
+
+
 def train_and_publish(registry: ModelRegistry, name: str, data: str | Path, config: TrainConfig,
                       dev_data: str | Path | None = None, dev_fraction: float = 0.2,
                       on_epoch: Callable[[EpochReport], None] | None = None,

@@ -19,7 +19,7 @@ from core.model import InputScaling
 from core.network import Network
 from core.registry import PRODUCTION, UNCHECKED, AliasChanged, ModelRegistry, NoModelPublished, RegistryError
 from trainer.evaluation import evaluate
-from trainer.pipeline import load_splits, train_and_publish
+from trainer.pipeline import dev_split, train_and_publish
 from trainer.training import EpochReport, TrainingCanceled
 from worker.context import get_context
 from worker.fence import check_fence
@@ -118,6 +118,9 @@ def retrain(job_id: str, **arguments: Any) -> dict[str, Any]:
     summary: dict[str, Any] = {"model": name, "produced_version": version, "dev": new_metrics, "promote": promote,
                                "train_rows": splits.get("train", {}).get("rows"),
                                "dev_rows": splits.get("dev", {}).get("rows")}
+    if "test_accuracy" in manifest["metrics"]:  # reported, never used to decide
+        summary["test"] = {"accuracy": manifest["metrics"]["test_accuracy"], "loss": manifest["metrics"]["test_loss"]}
+        summary["test_rows"] = splits["test"]["rows"]
     # What production designates now; the promotion below is a compare-and-set against it, so an
     # operator's promotion or rollback during the (slow) evaluation is never overwritten.
     current_alias = registry.aliases(name).get(PRODUCTION)
@@ -134,8 +137,8 @@ def retrain(job_id: str, **arguments: Any) -> dict[str, Any]:
         promoted, reason = True, "promote=always" if promote == "always" else "no production version"
     else:
         # Same dev rows for both: the dev dataset (without reading the training data again), or the
-        # tail of the training file exactly as the trainer split it.
-        dev_set = load_dataset(dev_data) if dev_data else load_splits(data, None, dev_fraction)[1]
+        # dev rows of the training file exactly as the trainer split it (never its test split).
+        dev_set = load_dataset(dev_data) if dev_data else dev_split(data, dev_fraction)
         report = evaluate(context.predictor.get(version=production, model=name), dev_set)
         old_metrics = {"accuracy": report["accuracy"], "loss": report["loss"]}
         summary["production_version"], summary["production_dev"] = production, old_metrics

@@ -245,7 +245,7 @@ def describe(job: Job) -> dict[str, Any]:
     }
     for key in ("model", "model_version", "rows_scored", "rows_total", "produced_version", "promoted",
                 "promotion_reason", "dev", "production_version", "production_dev", "epoch", "epochs",
-                "last_epoch", "curve", "peak_rss_mb", "train_rows", "dev_rows"):
+                "last_epoch", "curve", "peak_rss_mb", "train_rows", "dev_rows", "test", "test_rows"):
         if key in meta:
             body[key] = meta[key]
     return body

@@ -10,11 +10,13 @@ import requests
 
 import worker.context
 import worker.retraining as retraining
+from core.datasets import Dataset
 from core.registry import ModelRegistry
 from core.settings import Settings
 from tests.conftest import API_KEY
 from tests.jobs.conftest import save_npz, write_kaggle_csv
 from tests.support import RedisServer, wait_until
+from trainer.evaluation import evaluate
 from worker.context import WorkerContext
 
 SMALL = {"hidden": [32], "epochs": 3, "dropout": 0.0, "augment_shift": 0, "early_stopping": 0, "seed": 3}
@@ -58,7 +60,15 @@ def test_if_better_refuses_a_worse_model(make_stack, mnist):
     assert status["status"] == "finished", status
     assert status["produced_version"] == 3 and status["promoted"] is False, status
     assert status["dev"]["accuracy"] < status["production_dev"]["accuracy"]
-    assert ModelRegistry(stack.models_dir).aliases("mnist")["production"] == 1
+    # Production was scored on the candidate's own dev rows (2,400-2,700 of the 3,000), not on its
+    # test split (the last 300), which only the report carries.
+    registry = ModelRegistry(stack.models_dir)
+    dev_rows = Dataset(mnist.X[2400:2700], mnist.y[2400:2700], "dev", "")
+    assert status["dev_rows"] == status["test_rows"] == 300
+    assert status["production_dev"]["accuracy"] == pytest.approx(evaluate(registry.load("mnist", 1),
+                                                                          dev_rows)["accuracy"], abs=1e-6)
+    assert 0 < status["test"]["accuracy"] <= 1
+    assert registry.aliases("mnist")["production"] == 1
     assert _served_version(stack.url) == 1
 
 
