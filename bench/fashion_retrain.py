@@ -78,7 +78,9 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.for_preset(preset, arch=args.arch, channels=args.channels, hidden=args.hidden,
                                   epochs=args.epochs, dropout=args.dropout, augment_shift=args.augment_shift,
                                   early_stopping=args.early_stopping, lr=args.lr, weight_decay=args.weight_decay,
-                                  batch_size=args.batch_size, seed=args.seed)
+                                  batch_size=args.batch_size, seed=args.seed, augment_rotate=args.augment_rotate,
+                                  augment_scale=args.augment_scale, augment_elastic=args.augment_elastic,
+                                  ema=args.ema)
 
 
 def run(args: argparse.Namespace, source: Path, workdir: Path) -> dict[str, Any]:
@@ -161,6 +163,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--dropout", type=float, default=0.3)
     parser.add_argument("--augment-shift", type=int, default=0)
+    for name in ("augment-rotate", "augment-scale", "augment-elastic", "ema"):
+        parser.add_argument(f"--{name}", type=float, help="default: the preset's")
     parser.add_argument("--early-stopping", type=int, default=0, help="0 (default): the last epoch is the result")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.0)
