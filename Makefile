@@ -98,9 +98,8 @@ test-fast: install
 contracts: install
 	.ci/contracts
 
-## the long schemathesis run against the real stack: 300 s, all phases, the array-bodied operations'
-## coverage phase too (the default suite runs the same test for 60 s; CI runs both); FUZZ_SEED=<n>
-## for another seed
+## the long schemathesis run against the real stack: 300 s, all phases (the default suite runs the same
+## test for 60 s; CI runs both); FUZZ_SEED=<n> for another seed
 fuzz: install
 	FUZZ_SECONDS=300 $(BIN)/pytest tests/api/test_fuzz.py -s
 
