@@ -244,10 +244,14 @@ def test_a_killed_worker_is_restarted_and_predictions_never_fail(launcher: Launc
     client = threading.Thread(target=predict_all_along, daemon=True)
     client.start()
     try:
+        wait_until(lambda: len(worker_pids(launcher)) == 1, 10, "the worker's process")
         [first] = worker_pids(launcher)
         os.kill(first, signal.SIGKILL)  # identified above: the launcher's own `python -m worker`
         wait_until(lambda: "worker 1 restarted" in launcher.log(), 30, "the worker's restart")
         assert f"worker 1 (pid {first}) exited (killed by SIGKILL); restarting it in 1s" in launcher.log()
+        # The launcher logs the restart as soon as it has forked: the child is `python -m worker` only
+        # once setsid has exec'd it
+        wait_until(lambda: len(worker_pids(launcher)) == 1, 10, "the restarted worker's process")
         [second] = worker_pids(launcher)
         assert second != first
         assert score_round_trip(launcher.url, mnist, slice(9500, 9600), timeout=60) > 0.8  # the new one works
