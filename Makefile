@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= data
 
-.PHONY: install install-runtime lock vendor-swagger-ui train test test-fast lint contracts test-docker run fuzz
+.PHONY: install install-runtime lock proto vendor-swagger-ui train test test-fast lint contracts test-docker run fuzz
 
 # Installs come from the hashed lock files in requirements/: the service's runtime.txt (make run,
 # and deploy/Dockerfile), then the project itself without dependencies; make install adds the test
@@ -50,6 +50,12 @@ lock: $(BIN)/uv
 	    requirements/test.txt
 	sed -i '1i # mnist-serve runtime dependencies, hashed (deploy/Dockerfile). Regenerate both with make lock; this one:' \
 	    requirements/runtime.txt
+
+## regenerate the gRPC modules from service/protocols/grpc_v2/grpc_predict_v2.proto (grpcio-tools from the
+## lock; the modules it writes are committed, and refuse a grpcio or protobuf older than their generator's)
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
+	    service/protocols/grpc_v2/grpc_predict_v2.proto
 
 ## refresh the vendored Swagger UI (served at /docs, never from a CDN) from the npm registry:
 ## npm checks the tarball against the registry's sha512; the files land in the console's static folder

@@ -55,7 +55,14 @@ class Settings(BaseSettings):
                                          description="largest decoded image (bytes as Pillow holds it: "
                                                      "4 per pixel for colour or alpha, 1 for 8-bit gray), "
                                                      "and the decoded bytes each API process holds at once")
-    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest prediction request body")
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest prediction request body "
+                                "(and gRPC message)")
+    # Each API worker process serves gRPC on the same port (SO_REUSEPORT), beside its HTTP.
+    grpc_port: int = Field(0, ge=0, le=65535, description="port of the V2 inference protocol over gRPC in each API "
+                                                          "worker; 0: no gRPC")
+    grpc_host: str = Field("0.0.0.0", description="address the gRPC server listens on")
+    grpc_grace_seconds: float = Field(5.0, ge=0, le=300, description="on shutdown, how long in-flight gRPC calls "
+                                                                     "may finish before they are cancelled")
     max_upload_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1024, description="largest CSV/dataset upload")
     jobs_disk_budget_bytes: int = Field(10 * 1024 * 1024 * 1024, ge=0, description="most bytes JOBS_DIR may hold "
                                         "(uploads and results); an upload past it is refused with 507; 0: no budget")

@@ -49,7 +49,14 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 # The worker classes and hooks (service/server/), imported after the environment above is set.
-from service.server.hooks import child_exit, on_starting, post_fork, post_worker_init, pre_fork  # noqa: E402
+from service.server.hooks import (  # noqa: E402
+    child_exit,
+    on_starting,
+    post_fork,
+    post_worker_init,
+    pre_fork,
+    worker_exit,
+)
 
 # Batching merges requests that run at once in one worker's threads: answered one at a time on the
 # main thread they never would, so with MAX_BATCH_SIZE > 1 the default is the balanced gthread.
@@ -57,4 +64,4 @@ _worker_class = _worker_class or ("balanced" if int(os.environ.get("MAX_BATCH_SI
 worker_class = {"balanced": "service.server.balanced.BalancedThreadWorker",
                 "inline": "service.server.inline.InlineThreadWorker"}.get(_worker_class, _worker_class)
 
-__all__ = ["child_exit", "on_starting", "post_fork", "post_worker_init", "pre_fork"]
+__all__ = ["child_exit", "on_starting", "post_fork", "post_worker_init", "pre_fork", "worker_exit"]

@@ -3,11 +3,11 @@
 - ``app`` (``create_app``), ``state``, ``dataplane`` (the inference path every protocol shares),
   ``batching``, and the HTTP plumbing: ``auth``, ``errors``/``service_error``, ``routing``,
   ``targets``, ``metrics``/``access_log``;
-- ``protocols/``: V1, V2, model management, evaluation, health, the OpenAPI document;
+- ``protocols/``: V1, V2 (over HTTP and gRPC), model management, evaluation, health, the OpenAPI document;
 - ``codecs/``: request bodies to numpy arrays and back;
 - ``jobs/``: batch scoring and retraining on RQ;
 - ``console/``: the web console's pages and assets;
-- ``server/``: gunicorn's worker classes and hooks.
+- ``server/``: gunicorn's worker classes and hooks, and each worker's gRPC server.
 
 Run it with ``gunicorn -c deploy/gunicorn.conf.py "service:create_app()"``. ``create_app`` is
 imported on first use, not with the package: gunicorn's master imports ``service.server`` from

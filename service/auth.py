@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from flask import Blueprint, request
 
+from core.settings import Settings
 from service.service_error import ServiceError
 from service.state import get_state
 
@@ -25,9 +26,14 @@ def check_api_key(always: bool) -> None:
     settings = get_state().settings
     if not always and not settings.require_key_for_all:
         return
+    check_authorization(settings, request.headers.get("Authorization", ""))
+
+
+def check_authorization(settings: Settings, header: str) -> None:
+    """Raise 401/403 unless ``header`` (an ``Authorization`` value: HTTP's header, gRPC's metadata)
+    is ``Bearer <API_KEY>``, or 403 when the deployment has no key."""
     if not settings.api_key:
         raise ServiceError(403, "this endpoint is disabled: the server has no API_KEY configured")
-    header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise ServiceError(401, "missing 'Authorization: Bearer <API_KEY>' header")

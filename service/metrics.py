@@ -45,12 +45,15 @@ from service.state import STATE_KEY, ServiceState
 
 REQUESTS_NAME = "mnist_http_requests"  # exposed as mnist_http_requests_total
 # ``model``: the served model a /v1 or /v2 model URL names ("unknown" for others, empty for other endpoints).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LATENCY = Histogram("mnist_http_request_duration_seconds", "Time from request start to response",
-                    ["endpoint", "method", "status", "model"],
-                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+                    ["endpoint", "method", "status", "model"], buckets=LATENCY_BUCKETS)
 # Requests that are counted but not timed (probes); folded into mnist_http_requests_total by /metrics.
 UNTIMED = Counter("mnist_http_untimed_requests", "Probe requests (internal: exposed in mnist_http_requests_total)",
                   ["endpoint", "method", "status", "model"])
+# gRPC calls (service.protocols.grpc_v2), by method, status code name and the model a call names.
+GRPC_LATENCY = Histogram("mnist_grpc_request_duration_seconds", "Time a gRPC call took in its servicer method",
+                         ["method", "code", "model"], buckets=LATENCY_BUCKETS)
 PREDICTIONS = Counter("mnist_predictions_total", "Predicted digits by class", ["model", "version", "label"])
 MODEL_VERSION = Gauge("mnist_model_version_served", "Production version held by each worker", ["model"],
                       multiprocess_mode="liveall")
@@ -61,6 +64,7 @@ UNTIMED_ENDPOINTS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/he
 _STARTED = "mnist_serve.started"  # environ key: perf_counter() when the WSGI call began
 blueprint = Blueprint("metrics", __name__)
 _prediction_children: dict[tuple[str, int | None, int], object] = {}
+_grpc_children: dict[tuple[str, str, str], Histogram] = {}
 
 
 def record_inference(model: str, version: int, labels: np.ndarray | None) -> None:
@@ -70,6 +74,15 @@ def record_inference(model: str, version: int, labels: np.ndarray | None) -> Non
         record_predictions(model, version, labels)
     if has_request_context():
         g.model_version = version
+
+
+def record_grpc_call(method: str, code: str, model: str, seconds: float) -> None:
+    """One gRPC call timed (its label children kept, as the HTTP requests' are)."""
+    key = (method, code, model)
+    child = _grpc_children.get(key)
+    if child is None:
+        child = _grpc_children[key] = GRPC_LATENCY.labels(method, code, model)
+    child.observe(seconds)
 
 
 def record_predictions(model: str, version: int | None, labels: np.ndarray) -> None:

@@ -19,6 +19,11 @@ class ServiceError(Exception):
         self.headers = headers or {}
 
 
+class LimitExceeded(ServiceError):
+    """A request over a configured size limit (rows per request): REST answers its status (422), gRPC
+    ``RESOURCE_EXHAUSTED``."""
+
+
 def in_context(exc: Exception, where: str) -> ServiceError:
     """``exc`` (an ``ImageError``, ``RegistryError``...) prefixed with where it happened, same status.
 

@@ -24,7 +24,7 @@ from service.codecs.images import ImageBudget, ImageError, image_to_pixels
 from service.codecs.json_decode import parse_json, type_name, validate
 from service.codecs.json_pixels import fast_pixels
 from service.codecs.schemas import INPUT_NAME, PredictRequest
-from service.service_error import ServiceError, in_context
+from service.service_error import LimitExceeded, ServiceError, in_context
 
 SIDE = 28
 # Below about two rows of text the numpy passes of the fast path cost more than orjson and one
@@ -38,7 +38,7 @@ def check_count(n: int, max_instances: int, field: str = "instances") -> None:
     if n == 0:
         raise ServiceError(422, f"{field}: empty list, expected at least one instance")
     if n > max_instances:
-        raise ServiceError(422, f"{field}: {n} instances, at most {max_instances} per request")
+        raise LimitExceeded(422, f"{field}: {n} instances, at most {max_instances} per request")
 
 
 def check_image_count(indices: Sequence[int], budget: ImageBudget, field: str) -> None:

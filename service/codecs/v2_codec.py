@@ -9,6 +9,7 @@ the same way, which spares 10 floats per row of JSON text. Flask-free: bad input
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -36,21 +37,43 @@ def parse_request(raw: bytes, header_length: str | None) -> tuple[V2InferRequest
     return validate(V2InferRequest, parse_json(raw[:size], "inference header")), raw[size:]
 
 
+def check_input_count(count: int) -> None:
+    if count != 1:
+        raise ServiceError(422, f"inputs: expected exactly one input tensor {INPUT_NAME!r}, got {count}")
+
+
+def check_input(name: str, shape: Sequence[int], datatype: str, max_instances: int) -> tuple[int, np.dtype]:
+    """The one input's name, shape and datatype checked as the protocol's ``[n, 784]`` input, over
+    HTTP as over gRPC: (n, the datatype's numpy dtype)."""
+    if name != INPUT_NAME:
+        raise ServiceError(422, f"inputs[0].name: unknown input {name!r}, expected {INPUT_NAME!r}")
+    if len(shape) != 2 or shape[1] != N_PIXELS or shape[0] < 0:
+        raise ServiceError(422, f"inputs[0].shape: expected [n, {N_PIXELS}], got {list(shape)}")
+    n = int(shape[0])
+    check_count(n, max_instances, field="inputs[0].shape[0]")
+    dtype = INPUT_DTYPES.get(datatype)
+    if dtype is None:
+        raise ServiceError(422, f"inputs[0].datatype: {datatype!r} is not supported, use {' or '.join(INPUT_DTYPES)}")
+    return n, dtype
+
+
+def raw_pixels(raw: bytes, n: int, dtype: np.dtype, field: str) -> np.ndarray:
+    """``raw`` little-endian values of ``dtype`` as (n, 784), its size and values checked; ``field``
+    names where they came from in errors."""
+    expected = n * N_PIXELS * dtype.itemsize
+    if len(raw) != expected:
+        raise ServiceError(422, f"{field}: {len(raw)} bytes of raw data, shape [{n}, {N_PIXELS}] of {dtype.name} "
+                                f"needs {expected}")
+    array = np.frombuffer(raw, dtype=dtype).reshape(n, N_PIXELS)
+    check_pixel_values(array, range(n), field=field)
+    return array
+
+
 def input_pixels(infer: V2InferRequest, binary: bytes, max_instances: int) -> np.ndarray:
     """The one ``[n, 784]`` input as an (n, 784) array, checked finite and in 0..255."""
-    if len(infer.inputs) != 1:
-        raise ServiceError(422, f"inputs: expected exactly one input tensor {INPUT_NAME!r}, got {len(infer.inputs)}")
+    check_input_count(len(infer.inputs))
     tensor = infer.inputs[0]
-    if tensor.name != INPUT_NAME:
-        raise ServiceError(422, f"inputs[0].name: unknown input {tensor.name!r}, expected {INPUT_NAME!r}")
-    if len(tensor.shape) != 2 or tensor.shape[1] != N_PIXELS or tensor.shape[0] < 0:
-        raise ServiceError(422, f"inputs[0].shape: expected [n, {N_PIXELS}], got {tensor.shape}")
-    n = tensor.shape[0]
-    check_count(n, max_instances, field="inputs[0].shape[0]")
-    dtype = INPUT_DTYPES.get(tensor.datatype)
-    if dtype is None:
-        raise ServiceError(422, f"inputs[0].datatype: {tensor.datatype!r} is not supported, use "
-                                f"{' or '.join(INPUT_DTYPES)}")
+    n, dtype = check_input(tensor.name, tensor.shape, tensor.datatype, max_instances)
     size = (tensor.parameters or {}).get("binary_data_size")
     if size is not None:
         return _binary_input(tensor.data, size, binary, n, dtype)
@@ -69,9 +92,7 @@ def _binary_input(data: Any, size: Any, binary: bytes, n: int, dtype: np.dtype) 
                                 f"[{n}, {N_PIXELS}] of {dtype.name} ({expected} bytes)")
     if len(binary) != size:
         raise ServiceError(400, f"inputs[0]: binary data is {len(binary)} bytes, binary_data_size says {size}")
-    array = np.frombuffer(binary, dtype=dtype).reshape(n, N_PIXELS)
-    check_pixel_values(array, range(n), field="inputs[0].data")
-    return array
+    return raw_pixels(binary, n, dtype, "inputs[0].data")
 
 
 def _json_input(data: Any, n: int, datatype: str) -> np.ndarray:

@@ -10,19 +10,17 @@ from __future__ import annotations
 import orjson
 from flask import Blueprint, Response, request
 
-from core.digits import N_PIXELS
-from core.model import class_names_of, platform_of
-from core.registry import ModelUnloaded, RegistryError
-from core.version import VERSION
+from core.registry import RegistryError
 from service.auth import guard_blueprint
 from service.codecs.jsonio import JSON_OPTIONS, json_response, read_body
-from service.codecs.v2_codec import INPUT_NAME, encode_response, input_pixels, parse_request, wanted_outputs
+from service.codecs.v2_codec import encode_response, input_pixels, parse_request, wanted_outputs
+from service.protocols import v2_model
+from service.protocols.v2_model import SERVER_NAME, SERVER_VERSION, ready_version, server_ready
 from service.service_error import ServiceError
 from service.state import get_state
-from service.targets import check_model_name, described_manifest, parse_version
+from service.targets import check_model_name, parse_version
 
 blueprint = Blueprint("v2", __name__)
-SERVER_NAME, SERVER_VERSION = "mnist-serve", VERSION
 # Probes stay open under REQUIRE_KEY_FOR_ALL; metadata and inference need the key.
 guard_blueprint(blueprint, frozenset({"v2.server_metadata", "v2.live", "v2.ready"}))
 
@@ -39,46 +37,9 @@ def live() -> Response:
 
 @blueprint.get("/v2/health/ready")
 def ready() -> Response:
-    try:
-        get_state().predictor.get()
-    except ModelUnloaded:  # unloaded on purpose (Triton's readiness leaves unloaded models out)
-        pass
-    except RegistryError as exc:
-        return json_response({"ready": False, "error": str(exc)}, 503)
-    return json_response({"ready": True})
-
-
-def _described_version(name: str, version: int | None, versions: list[int]) -> int | None:
-    """The version metadata describes: the one asked for, else production, else the newest."""
-    if version is not None:
-        return version
-    try:
-        return get_state().registry.resolve(name)
-    except RegistryError:
-        return versions[-1] if versions else None
-
-
-def _metadata(name: str, version: int | None) -> Response:
-    check_model_name(name)
-    registry = get_state().registry
-    versions = registry.versions(name)
-    if version is not None:
-        registry.resolve(name, version=version)  # 404 for an unknown version
-        versions = [version]
-    described = _described_version(name, version, versions)
-    manifest = described_manifest(name, described) if described is not None else {}
-    names = class_names_of(manifest)
-    outputs: list[dict] = [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
-                           {"name": "labels", "datatype": "INT64", "shape": [-1]}]
-    if names is not None:
-        for output in outputs:  # probabilities[:, i] and label i both mean class_names[i]
-            output["parameters"] = {"class_names": names}
-    return json_response({
-        "name": name, "versions": [str(v) for v in versions], "platform": platform_of(manifest.get("architecture")),
-        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, N_PIXELS],
-                    "parameters": {"also_accepts": "UINT8", "range": "0..255, 0 = background"}}],
-        "outputs": outputs,
-    })
+    reason = server_ready(get_state())
+    return json_response({"ready": True} if reason is None else {"ready": False, "error": reason},
+                         200 if reason is None else 503)
 
 
 @blueprint.get("/v2/models")
@@ -100,17 +61,16 @@ def list_models() -> Response:
 
 @blueprint.get("/v2/models/<model:name>")
 def model_metadata(name: str) -> Response:
-    return _metadata(name, None)
+    return json_response(v2_model.model_metadata(get_state(), name, None))
 
 
 @blueprint.get("/v2/models/<model:name>/versions/<version:version>")
 def version_metadata(name: str, version: str) -> Response:
-    return _metadata(name, parse_version(version))
+    return json_response(v2_model.model_metadata(get_state(), name, parse_version(version)))
 
 
 def _ready(name: str, version: int | None) -> Response:
-    model = get_state().dataplane.model(name, version)  # 404 unknown model or version, 503 nothing published
-    return json_response({"name": name, "version": str(model.version), "ready": True})
+    return json_response({"name": name, "version": str(ready_version(get_state(), name, version)), "ready": True})
 
 
 @blueprint.get("/v2/models/<model:name>/ready")

@@ -2,7 +2,8 @@
 
 - ``on_starting``: samples of a previous run are removed from the Prometheus multiprocess
   directory, or they would be summed into this run's counters;
-- ``post_worker_init``: the client's address from the proxy's X-Forwarded-For (trusted peers only);
+- ``post_worker_init``: the client's address from the proxy's X-Forwarded-For (trusted peers only),
+  and the worker's gRPC server (``grpc_server``) when ``GRPC_PORT`` is set; ``worker_exit`` drains it;
 - ``pre_fork``/``child_exit``: a balanced worker's slot in the shared connection counts; a dead
   worker's metrics files are marked dead;
 - ``post_fork``: fixed malloc thresholds, so that freed image memory goes back to the system.
@@ -56,7 +57,25 @@ def real_client_address(app: WSGIApp, allowed: list[str]) -> WSGIApp:
 
 
 def post_worker_init(worker: Any) -> None:
-    worker.wsgi = real_client_address(worker.wsgi, list(worker.cfg.forwarded_allow_ips))
+    app = worker.wsgi
+    worker.wsgi = real_client_address(app, list(worker.cfg.forwarded_allow_ips))
+    state = getattr(app, "extensions", {}).get("mnist_serve")  # service.state.STATE_KEY: our app's state
+    if state is not None and state.settings.grpc_port:
+        from service.server import grpc_server  # here, after the fork: grpc starts threads
+
+        try:
+            worker.grpc_server = grpc_server.start(state)
+        except RuntimeError as exc:  # not booted yet: gunicorn stops (worker boot error), nothing half-served
+            worker.log.error("gRPC cannot listen on %s:%s (%s); is GRPC_PORT in use?", state.settings.grpc_host,
+                             state.settings.grpc_port, exc)
+            raise
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """The worker's HTTP loop has ended: its gRPC calls in flight finish (GRPC_GRACE_SECONDS), then it exits."""
+    running = getattr(worker, "grpc_server", None)
+    if running is not None:
+        running.stop()
 
 
 def pre_fork(server: Any, worker: Any) -> None:

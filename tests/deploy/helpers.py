@@ -1,4 +1,4 @@
-"""Client-side checks shared by the launcher and compose end-to-end tests: predict, score, retrain."""
+"""Client-side checks shared by the launcher and compose end-to-end tests: predict (HTTP, gRPC), score, retrain."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import threading
 import time
 from collections import Counter
 
+import grpc
 import numpy as np
 import requests
 
 from core.datasets import Dataset
+from service.protocols.grpc_v2 import grpc_predict_v2_pb2 as pb
+from service.protocols.grpc_v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 
 
 def predict_accuracy(base_url: str, mnist: Dataset, rows: slice) -> tuple[float, int]:
@@ -23,6 +26,16 @@ def predict_accuracy(base_url: str, mnist: Dataset, rows: slice) -> tuple[float,
     labels = np.array([p["label"] for p in body["predictions"]])
     assert len(labels) == len(y)
     return float((labels == y).mean()), int(body["model_version"])
+
+
+def grpc_predict(port: int, pixels: np.ndarray) -> tuple[np.ndarray, str]:
+    """Labels and version from a gRPC port on this host (the V2 protocol, raw contents)."""
+    request = pb.ModelInferRequest(model_name="mnist", raw_input_contents=[pixels.astype("u1").tobytes()])
+    request.inputs.add(name="pixels", datatype="UINT8", shape=pixels.shape)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        response = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+    index = [o.name for o in response.outputs].index("labels")
+    return np.frombuffer(response.raw_output_contents[index], dtype="<i8"), response.model_version
 
 
 def kaggle_test_csv(mnist: Dataset, rows: slice) -> bytes:

@@ -48,11 +48,13 @@ class Launcher:
     def __init__(self, tmp_path: Path, mnist_dir: Path) -> None:
         self.marker = f"RUN_LOCAL_TEST_MARKER={uuid.uuid4().hex}"
         self.port = free_port()
+        self.grpc_port = free_port()
         self.run_dir = tmp_path / "run"
         self.models = tmp_path / "models"
         self.log_path = tmp_path / "run-local.log"
         key, value = self.marker.split("=")
-        self.env = {**os.environ, key: value, "API_PORT": str(self.port), "RUN_DIR": str(self.run_dir),
+        self.env = {**os.environ, key: value, "API_PORT": str(self.port), "GRPC_PORT": str(self.grpc_port),
+                    "RUN_DIR": str(self.run_dir),
                     "MODELS_DIR": str(self.models), "JOBS_DIR": str(tmp_path / "jobs"), "DATA_DIR": str(mnist_dir),
                     "TRAIN_ARGS": TINY, "API_KEY": "local-key", "WORKERS": "1", "STOP_TIMEOUT": "20",
                     "WEB_CONCURRENCY": "2", "RELOAD_INTERVAL": "0.2", "PROXY_HEADER_TIMEOUT": "2"}

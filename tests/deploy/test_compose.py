@@ -26,6 +26,7 @@ import requests
 from core.datasets import Dataset
 from tests.deploy.helpers import (
     cancel_storm,
+    grpc_predict,
     predict_accuracy,
     score_round_trip,
     submit_retrain,
@@ -72,10 +73,12 @@ class Stack:
         suffix = uuid.uuid4().hex[:8]
         self.project = f"mnisttest{suffix}"
         self.port = free_port()
+        self.grpc_port = free_port()
         self.env_file = tmp_path / f"{self.project}.env"
         self.images = [f"mnist-serve-test:{suffix}", f"mnist-serve-proxy-test:{suffix}"]
         self.env_file.write_text("\n".join([
-            f"API_KEY={API_KEY}", f"API_PORT={self.port}", f"DATA_PATH={mnist_dir}", f"TRAIN_ARGS={TINY}",
+            f"API_KEY={API_KEY}", f"API_PORT={self.port}", f"GRPC_PORT={self.grpc_port}", f"DATA_PATH={mnist_dir}",
+            f"TRAIN_ARGS={TINY}",
             f"IMAGE={self.images[0]}", f"PROXY_IMAGE={self.images[1]}", "WEB_CONCURRENCY=2",
             "WORKER_STOP_GRACE_PERIOD=10s", "JOB_MONITORING_INTERVAL=2", "JOB_HEARTBEAT_GRACE=3",
             "WORKER_MAINTENANCE_INTERVAL=3", "JOB_RETRIES=2",
@@ -196,8 +199,11 @@ def test_compose_stack_end_to_end(stack: Stack, mnist: Dataset) -> None:
     for service in ("api", "proxy"):
         wait_until(lambda s=service: stack.state(stack.containers(s)[0]).get("Health", {}).get("Status") == "healthy",
                    60, f"the {service} container's /readyz healthcheck")
-    # Only the proxy is published: gunicorn is out of reach of slow clients.
-    assert stack.published_ports("api") == [] and stack.published_ports("proxy") == [stack.port]
+    # Only the proxy is published for HTTP (gunicorn is out of reach of slow clients); the api's gRPC port is,
+    # and answers as REST does.
+    assert stack.published_ports("api") == [stack.grpc_port] and stack.published_ports("proxy") == [stack.port]
+    grpc_labels, grpc_version = grpc_predict(stack.grpc_port, mnist.X[9000:9200])
+    assert grpc_version == "1" and (grpc_labels == mnist.y[9000:9200]).mean() == pytest.approx(accuracy)
 
     # 32 slow sockets (4 x gunicorn's 2 x 4 threads) trickling headers and bodies: predictions
     # still answered, and the proxy closes the slow sockets after its timeouts.

@@ -2,7 +2,7 @@
 
 Every shell block of the section runs in order in one bash (``set -euo pipefail``), in a folder
 laid out like a checkout (``.venv``, ``data`` and ``.run`` are links to the real ones), with one
-change: the API's address, since the test's launcher listens on a free port. The first model is a
+change: the API's addresses (HTTP and gRPC), since the test's launcher listens on free ports. The first model is a
 copy of the suite's v1 (about 95% dev, standing in for ``make run``'s 98%), so the README's
 1-epoch candidate is not promoted here either. The answers the README shows are checked.
 """
@@ -34,8 +34,8 @@ def using_it_blocks() -> list[str]:
 
 def test_the_section_has_the_examples_this_test_checks() -> None:
     script = "\n".join(using_it_blocks())
-    for command in (":predict", "/v1/jobs/score", "wait_job $JOB", ":explain", "/aliases/production",
-                    '"model": "digits-small"', "/readyz"):
+    for command in (":predict", "tritonclient.grpc", "/v1/jobs/score", "wait_job $JOB", ":explain",
+                    "/aliases/production", '"model": "digits-small"', "/readyz"):
         assert command in script, command
 
 
@@ -61,6 +61,7 @@ def test_using_it_runs_as_pasted(launcher: Launcher, tmp_path: Path, mnist_dir: 
     script = "\n".join(using_it_blocks())
     assert script.count("API=http://127.0.0.1:8000\n") >= 1
     script = script.replace("API=http://127.0.0.1:8000\n", f"API={launcher.url}\n", 1)
+    script = script.replace("GRPC=127.0.0.1:8001 ", f"GRPC=127.0.0.1:{launcher.grpc_port} ", 1)
     env = {key: value for key, value in os.environ.items() if not key.startswith(("API", "MODELS_DIR"))}
     run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=checkout, env=env,
                          capture_output=True, text=True, timeout=240)
@@ -71,6 +72,7 @@ def test_using_it_runs_as_pasted(launcher: Launcher, tmp_path: Path, mnist_dir: 
     assert re.search(r'"model_version":1\}$', out, flags=re.M)
     assert "ImageId,Label\n1,7\n2,2\n" in out
     assert "7 28 x 28\n" in out
+    assert "[7 2 1] 1\n" in out  # gRPC, through tritonclient
     not_promoted = r"^done: version 2 published, not promoted - dev accuracy 0\.\d+ vs production v1 0\.\d+$"
     assert re.search(not_promoted, out, flags=re.M), out
     promoted = '{"model":"mnist","alias":"production","version":2,"previous_version":1,"aliases":{"production":2}}'

@@ -1,4 +1,5 @@
-"""``deploy/run-local`` end to end, without Docker: up with a tiny first training, predict, score, Ctrl-C.
+"""``deploy/run-local`` end to end, without Docker: up with a tiny first training, predict (HTTP and gRPC),
+score, Ctrl-C.
 
 Every process the launcher starts inherits a unique marker in its environment, so after the
 SIGINT the test can prove that not one of them (redis, gunicorn and its workers, RQ worker
@@ -17,12 +18,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 import requests
 
 from core.datasets import Dataset
 from core.registry import ModelRegistry
-from tests.deploy.helpers import predict_accuracy, score_round_trip
+from tests.deploy.helpers import grpc_predict, predict_accuracy, score_round_trip
 from tests.deploy.launcher import Launcher, alive, marked_pids
 from tests.support import REPO_ROOT, free_port, wait_until
 
@@ -42,6 +44,8 @@ def test_run_local_serves_scores_and_stops_on_ctrl_c(launcher: Launcher, mnist: 
     accuracy, version = predict_accuracy(launcher.url, mnist, slice(9000, 9100))
     assert version == 1 and accuracy > 0.8
     assert score_round_trip(launcher.url, mnist, slice(9500, 9800), timeout=90) > 0.8
+    grpc_labels, grpc_version = grpc_predict(launcher.grpc_port, mnist.X[9000:9010])
+    assert grpc_version == "1" and (grpc_labels == mnist.y[9000:9010]).mean() > 0.5
 
     # Clients reach gunicorn through nginx only: a header that never ends is cut off after
     # PROXY_HEADER_TIMEOUT (2 s here; bound generous), and nginx's own errors are JSON.
@@ -64,6 +68,9 @@ def test_run_local_serves_scores_and_stops_on_ctrl_c(launcher: Launcher, mnist: 
     assert "[run-local] stopped" in launcher.log(), launcher.log()
     with pytest.raises(requests.ConnectionError):
         requests.get(launcher.url + "/healthz", timeout=2)
+    with pytest.raises(grpc.RpcError):
+        grpc_predict(launcher.grpc_port, mnist.X[:1])
+
 
 
 def test_second_start_reuses_the_model(launcher: Launcher, mnist: Dataset) -> None:
@@ -127,6 +134,17 @@ def test_a_busy_port_is_reported_before_anything_starts(launcher: Launcher) -> N
     assert result.stderr.startswith(f"[run-local] port {launcher.port} is in use"), result.stderr
     assert "API_PORT=" in result.stderr
     assert not (launcher.run_dir / "redis").exists() and not launcher.models.exists()  # no redis, no training
+
+
+def test_a_busy_grpc_port_is_reported_before_anything_starts(launcher: Launcher) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", launcher.grpc_port))
+        busy.listen()
+        result = launcher.run_second()
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"[run-local] gRPC port {launcher.grpc_port} is in use"), result.stderr
+    assert "GRPC_PORT=0: no gRPC" in result.stderr
+    assert not (launcher.run_dir / "redis").exists() and not launcher.models.exists()
 
 
 def test_a_fresh_checkout_hears_of_a_busy_port_before_the_install(tmp_path: Path) -> None:
