@@ -99,6 +99,20 @@ class Launcher:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_for_log(self, text: str, timeout: float, what: str) -> None:
+        """Wait until the launcher's log holds ``text``; fail at once, with the log, if it exits first."""
+        def logged() -> bool:
+            if text in self.log():
+                return True
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"run-local exited with {self.proc.returncode} before {what}:\n{self.log()}")
+            return False
+
+        try:
+            wait_until(logged, timeout, what, interval=0.2)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; the launcher's log:\n{self.log()}") from None
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL for anything the launcher left behind."""
         if self.proc is not None and self.proc.poll() is None:

@@ -202,7 +202,7 @@ def test_sigint_during_the_first_training_stops_at_once(launcher: Launcher) -> N
     """The bootstrap trains for minutes here; a signal must not wait for it to finish."""
     launcher.env["TRAIN_ARGS"] = "--epochs 200 --early-stopping 0"
     proc = launcher.spawn()
-    wait_until(lambda: "training the first" in launcher.log(), 60, "the first training to start", interval=0.2)
+    launcher.wait_for_log("training the first", 60, "the first training to start")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0, launcher.log()  # a generous bound: the point is "not after 200 epochs"
     assert_all_stopped(launcher, [])
@@ -265,7 +265,7 @@ def test_a_killed_worker_is_restarted_and_predictions_never_fail(launcher: Launc
         wait_until(lambda: len(worker_pids(launcher)) == 1, 10, "the worker's process")
         [first] = worker_pids(launcher)
         os.kill(first, signal.SIGKILL)  # identified above: the launcher's own `python -m worker`
-        wait_until(lambda: "worker 1 restarted" in launcher.log(), 30, "the worker's restart")
+        launcher.wait_for_log("worker 1 restarted", 30, "the worker's restart")
         assert f"worker 1 (pid {first}) exited (killed by SIGKILL); restarting it in 1s" in launcher.log()
         # The launcher logs the restart as soon as it has forked: the child is `python -m worker` only
         # once setsid has exec'd it
@@ -275,7 +275,7 @@ def test_a_killed_worker_is_restarted_and_predictions_never_fail(launcher: Launc
         assert score_round_trip(launcher.url, mnist, slice(9500, 9600), timeout=60) > 0.8  # the new one works
 
         os.kill(second, signal.SIGKILL)  # the second death within the minute: given up
-        wait_until(lambda: "giving up on it" in launcher.log(), 30, "the launcher to give the worker up")
+        launcher.wait_for_log("giving up on it", 30, "the launcher to give the worker up")
         time.sleep(1)
         assert launcher.proc.poll() is None, launcher.log()
         assert worker_pids(launcher) == []
