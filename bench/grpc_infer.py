@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,15 +35,15 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import requests  # noqa: E402
 
+from bench.h2load import grpc_frame, h2load_binary, run_h2load  # noqa: E402
 from bench.http import ensure_model, requests_for, server_pids  # noqa: E402
-from bench.wrk import cpu_seconds, run_wrk, wrk_binary  # noqa: E402
+from bench.wrk import run_wrk, wrk_binary  # noqa: E402
 from core.datasets import load_dataset  # noqa: E402
 from core.registry import ModelRegistry  # noqa: E402
 from service.protocols.grpc_v2 import grpc_predict_v2_pb2 as pb  # noqa: E402
 from service.protocols.grpc_v2 import grpc_predict_v2_pb2_grpc as pb_grpc  # noqa: E402
 from tests.support import MNIST_DIR, GunicornServer, free_port  # noqa: E402
 
-METHOD = "/inference.GRPCInferenceService/ModelInfer"
 # (label, h2load connections, streams per connection): concurrent calls = connections x streams
 GRPC_LOADS = ((8, 8, 1), (64, 8, 8))
 
@@ -53,39 +52,6 @@ def infer_request(pixels: np.ndarray) -> pb.ModelInferRequest:
     request = pb.ModelInferRequest(model_name="mnist", raw_input_contents=[pixels.astype("<f4").tobytes()])
     request.inputs.add(name="pixels", datatype="FP32", shape=pixels.shape)
     return request
-
-
-def grpc_frame(message: bytes) -> bytes:
-    """A gRPC message on the wire: no compression (0), its length as 4 big-endian bytes, the message."""
-    return b"\x00" + len(message).to_bytes(4, "big") + message
-
-
-def run_h2load(port: int, body: Path, connections: int, streams: int, seconds: float, log: Path) -> dict[str, float]:
-    """One h2load run of ``seconds``: calls/s, p50 and p99 ms (from its request log), failures, its CPU share."""
-    command = ["h2load", "-D", str(max(1, round(seconds))), "-c", str(connections), "-m", str(streams), "-t", "1",
-               "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
-               "--log-file", str(log), f"http://127.0.0.1:{port}{METHOD}"]
-    started = time.monotonic()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-        if time.monotonic() - started > seconds + 30:
-            proc.kill()
-            raise TimeoutError("h2load did not finish")
-        time.sleep(0.05)
-    wall = time.monotonic() - started
-    own_cpu = cpu_seconds(proc.pid) / wall
-    output = proc.communicate()[0]
-    if proc.returncode != 0:
-        raise RuntimeError(f"h2load exited with {proc.returncode}:\n{output}")
-    finished = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", output)
-    counts = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored",
-                       output)
-    if finished is None or counts is None:
-        raise RuntimeError(f"unexpected h2load output:\n{output}")
-    durations = np.array([int(line.split("\t")[2]) for line in log.read_text().splitlines() if line.strip()]) / 1000
-    return {"rps": float(finished[2]), "done": int(counts[1]), "p50": float(np.percentile(durations, 50)),
-            "p99": float(np.percentile(durations, 99)), "failed": int(counts[3]) + int(counts[4]),
-            "generator_cpu": own_cpu}
 
 
 def grpc_calls_by_code(url: str) -> dict[str, float]:
@@ -114,7 +80,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds in alternating order; the median is kept")
     parser.add_argument("--repeats", type=int, default=30, help="1,000-digit calls timed per transport")
     args = parser.parse_args()
-    if wrk_binary() is None or shutil.which("h2load") is None:
+    if wrk_binary() is None or h2load_binary() is None:
         print("bench.grpc_infer needs wrk and h2load: apt-get install -y wrk nghttp2-client", file=sys.stderr)
         raise SystemExit(2)
     tmp = Path(tempfile.mkdtemp(prefix="bench-grpc-"))
