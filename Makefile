@@ -41,7 +41,7 @@ $(BIN)/uv:
 ## regenerate the lock files after a change to pyproject.toml's dependencies, keeping every pin that
 ## still fits (add --upgrade to the two commands to move them all to the newest the ranges allow).
 ## For Python 3.11 on Linux, as deploy/Dockerfile and CI run; runtime.txt takes test.txt's versions.
-## The bench and peers extras (torch, kserve) stay out of both.
+## The bench extra (torch) stays out of both; bench.peers installs the peers in .venv-peers/.
 LOCK := $(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 --python-platform linux
 lock: $(BIN)/uv
 	$(LOCK) --extra test -o requirements/test.txt

@@ -1,17 +1,20 @@
-"""mnist-serve against its peers, side by side: KServe's Python model server and a bare Flask floor.
+"""mnist-serve against its peers, side by side: KServe, MLServer, Ray Serve and a bare Flask floor.
 
 Every server serves the same production weights with the same numpy forward pass
 (``core.model.Model``) and the same input check (``check_instances``: shape, finiteness, 0..255):
 
-- mnist-serve under ``deploy/gunicorn.conf.py`` (V1 and V2 on one server), and optionally another
-  checkout of it (``--repo-before``) for a before/after pair measured in the same rounds;
-- KServe's model server (``kserve.Model`` + ``kserve.ModelServer``, V1 protocol, 2 workers);
+- mnist-serve under ``deploy/gunicorn.conf.py`` (V1 and V2 over HTTP, V2 over gRPC on one server),
+  and optionally another checkout of it (``--repo-before``) for a before/after pair in the same rounds;
+- KServe's model server (``kserve.Model`` + ``kserve.ModelServer``: V1 REST and V2 gRPC, 2 workers);
+- MLServer (a custom ``mlserver.MLModel`` runtime: V2 REST and V2 gRPC, 2 parallel workers);
+- Ray Serve (one deployment of 2 replicas behind its HTTP proxy, answering V1 JSON);
 - a bare Flask app under mnist-serve's gunicorn settings (``deploy/gunicorn.conf.py``): parse, check,
   forward, encode, nothing else (no metrics, logs, limits, registry lookups): the floor of our stack.
 
-KServe lives in its own virtualenv (its dependencies pin other versions than ours):
-``python3 -m venv .venv-peers && .venv-peers/bin/pip install -e '.[peers]'``; the script
-creates it on first use. Never part of the test suite.
+Each peer lives in a virtualenv of its own under ``.venv-peers/`` (their pins conflict with ours and
+with each other), created on first use with the versions in ``PEERS`` and this project's numpy and
+orjson; the peers import ``bench.peers`` and ``core`` from this checkout (``PYTHONPATH``). Never
+part of the test suite.
 
 The servers run at once but are loaded one at a time, alternating their order round by round;
 medians of the rounds. All must agree on the labels of 100 digits before anything is timed.
@@ -31,8 +34,15 @@ import numpy as np
 import orjson
 
 REPO = Path(__file__).resolve().parents[1]
-PEERS_VENV = REPO / ".venv-peers"
+PEERS_DIR = REPO / ".venv-peers"
 N_PIXELS = 784
+# What each peer's virtualenv installs besides numpy and orjson at this project's versions.
+PEERS = {
+    "kserve": ("kserve==0.21.0",),
+    # MLServer 1.7.1's inference workers die at start under uvloop 0.22+ ("There is no current event loop").
+    "mlserver": ("mlserver==1.7.1", "uvloop==0.21.0"),
+    "ray": ("ray[serve]==2.60.0",),
+}
 
 
 def check_instances(instances: Any) -> np.ndarray:
@@ -90,13 +100,31 @@ def bare_app() -> Any:
     return app
 
 
-def ensure_peers_venv() -> Path:
-    python = PEERS_VENV / "bin" / "python"
-    if not python.exists():
-        print(f"creating {PEERS_VENV} (kserve, flask, gunicorn): about a minute", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", f"{REPO}[peers]"], check=True)
+def peer_requirements(peer: str) -> list[str]:
+    from importlib.metadata import version
+
+    return [*PEERS[peer], f"numpy=={version('numpy')}", f"orjson=={version('orjson')}"]
+
+
+def ensure_peer_venv(peer: str) -> Path:
+    """The python of ``.venv-peers/PEER``, created (or reinstalled when ``PEERS`` changed) on first use."""
+    venv = PEERS_DIR / peer
+    python, stamp = venv / "bin" / "python", venv / "installed.txt"
+    wanted = "\n".join(peer_requirements(peer))
+    if not python.exists() or not stamp.exists() or stamp.read_text() != wanted:
+        print(f"creating {venv} ({', '.join(PEERS[peer])}): a minute or more", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *peer_requirements(peer)], check=True)
+        stamp.write_text(wanted)
     return python
+
+
+def peer_version(peer: str) -> str:
+    """The version of the peer's main package, as its virtualenv reports it."""
+    package = PEERS[peer][0].split("[")[0].split("==")[0]
+    query = f"from importlib.metadata import version; print(version({package!r}))"
+    return subprocess.run([str(ensure_peer_venv(peer)), "-c", query], capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
 if __name__ == "__main__":
