@@ -12,7 +12,8 @@ show every timed call as OK. Latency percentiles of h2load come from its per-req
 
 For 1,000 digits: the median time of one call (raw contents through a grpcio stub, and V1 JSON
 through ``requests``) over the in-process forward pass of the same model on one BLAS thread, as
-served (``core.model.Model.predict_proba``), measured in this run.
+served (``core.model.Model.predict_proba``), measured in this run; and grpcio's own share of such a
+call, through a server in this process that answers without reading (the transport's floor).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent import futures
 from pathlib import Path
 
 for _blas in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -148,7 +150,33 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         pids = server_pids(server.proc.pid)
     finally:
         server.stop()
+    floor = transport_floor(infer_request(digits), args.repeats)
     report(args, rows, load_before, forward, over_grpc, over_v1, len(pids) - 1)
+    print(f"grpcio's own cost of that call (an in-process server answering a fixed 48 kB reply, no forward "
+          f"pass): {floor * 1000:.1f} ms, so forward + transport alone is {(forward + floor) / forward:.2f}x")
+
+
+class _FixedReply(pb_grpc.GRPCInferenceServiceServicer):
+    def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
+        return pb.ModelInferResponse(model_name="mnist", raw_output_contents=[bytes(40_000), bytes(8_000)])
+
+
+def transport_floor(request: pb.ModelInferRequest, repeats: int) -> float:
+    """Median seconds of ``request`` through grpcio alone: a server in this process that reads
+    nothing and answers what 1,000 rows' outputs weigh. What no server on grpcio can go below."""
+    limits = [("grpc.max_receive_message_length", 1 << 26), ("grpc.max_send_message_length", 1 << 26)]
+    server = grpc.server(futures.ThreadPoolExecutor(4), options=limits)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(_FixedReply(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=limits) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            for _ in range(5):
+                stub.ModelInfer(request, timeout=60)
+            return median_seconds(lambda: stub.ModelInfer(request, timeout=60), repeats)
+    finally:
+        server.stop(0)
 
 
 def report(args: argparse.Namespace, rows: dict[tuple[str, int], list[dict[str, float]]], load_before: float,
