@@ -76,13 +76,26 @@ def record_inference(model: str, version: int, labels: np.ndarray | None) -> Non
         g.model_version = version
 
 
-def record_grpc_call(method: str, code: str, model: str, seconds: float) -> None:
-    """One gRPC call timed (its label children kept, as the HTTP requests' are)."""
+def record_grpc_call(method: str, code: str, model: str, seconds: float, *, version: int | None = None,
+                     peer: str = "", bytes_in: int = 0, sample: float = 1.0) -> None:
+    """One gRPC call: timed (its label children kept, as the HTTP requests' are), counted in the
+    model version's inference statistics when it was an inference for a version held here, and
+    written to the access log as REST requests are (every refusal, ``sample`` of the rest)."""
     key = (method, code, model)
     child = _grpc_children.get(key)
     if child is None:
         child = _grpc_children[key] = GRPC_LATENCY.labels(method, code, model)
     child.observe(seconds)
+    ok = code == "OK"
+    if method == "ModelInfer" and version is not None:
+        inference_stats.observe(model, version, ok, seconds)
+    if not ok or sample >= 1.0 or (sample > 0.0 and random.random() < sample):
+        access_log.write(orjson.dumps({
+            "ts": _grpc_clock.now(), "event": "access", "transport": "grpc", "remote": peer, "method": "POST",
+            "path": f"/inference.GRPCInferenceService/{method}", "endpoint": method, "status": code,
+            "duration_ms": round(seconds * 1000, 2), "bytes_in": bytes_in, "model": model or None,
+            "model_version": version, "pid": os.getpid(),
+        }).decode())
 
 
 def record_predictions(model: str, version: int | None, labels: np.ndarray) -> None:
@@ -164,6 +177,9 @@ class _Clock:
         if second != self.second:
             self.second, self.text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         return self.text
+
+
+_grpc_clock = _Clock()
 
 
 def install(app: Flask) -> None:

@@ -327,3 +327,41 @@ def test_stop_lets_calls_in_flight_finish_and_refuses_new_ones(tmp_path: Path, b
     stopper.join(10)
     assert not stopper.is_alive()
     channel.close()
+
+
+def test_calls_are_in_the_access_log_and_the_version_statistics(stub, grpc_app: Flask, digits, access_lines) -> None:
+    """Each call writes a JSON access line as a REST request does (transport, method, code, version),
+    and an inference counts in its version's statistics, the ones the V2 stats endpoint answers."""
+    client = grpc_app.test_client()
+
+    def counts(version: str) -> tuple[int, int]:
+        (entry,) = client.get(f"/v2/models/mnist/versions/{version}/stats").json["model_stats"]
+        return entry["inference_stats"]["success"]["count"], entry["inference_stats"]["fail"]["count"]
+
+    before = counts("2")
+    stub.ModelInfer(infer_request(digits[0][:3], version="2"))
+    rpc_error(lambda: stub.ModelInfer(infer_request(digits[0][:1] + 300, version="2")))
+    stub.ServerLive(pb.ServerLiveRequest())
+    assert counts("2") == (before[0] + 1, before[1] + 1)
+    grpc_lines = [line for line in access_lines if line.get("transport") == "grpc"]
+    assert [(line["endpoint"], line["status"], line["model"], line["model_version"]) for line in grpc_lines] == [
+        ("ModelInfer", "OK", "mnist", 2), ("ModelInfer", "INVALID_ARGUMENT", "mnist", 2),
+        ("ServerLive", "OK", None, None)]
+    first = grpc_lines[0]
+    assert first["path"] == "/inference.GRPCInferenceService/ModelInfer"
+    assert first["remote"].startswith("ipv4:127.0.0.1")
+    assert first["bytes_in"] > 3 * 784 * 4 and first["duration_ms"] > 0
+
+
+def test_a_sample_of_zero_still_logs_every_refusal(tmp_path: Path, base_registry: Path, digits, access_lines) -> None:
+    app = make_app(tmp_path, base_registry, access_log_sample=0.0)
+    running, channel = serve(app)
+    try:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        stub.ModelInfer(infer_request(digits[0][:1]))
+        rpc_error(lambda: stub.ModelInfer(infer_request(digits[0][:1], model="nope")))
+    finally:
+        channel.close()
+        running.stop()
+    assert [(line["status"], line["model"]) for line in access_lines if line.get("transport") == "grpc"] == [
+        ("NOT_FOUND", "unknown")]

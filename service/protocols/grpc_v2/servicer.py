@@ -27,6 +27,7 @@ from service.auth import check_authorization
 from service.codecs.image_decode import ImageError
 from service.codecs.instances import check_pixel_values
 from service.codecs.v2_codec import OUTPUTS, check_input, check_input_count, raw_pixels
+from service.inference_stats import target_version
 from service.metrics import record_grpc_call
 from service.protocols import v2_model
 from service.protocols.grpc_v2 import grpc_predict_v2_pb2 as pb
@@ -64,9 +65,10 @@ def served(method: Callable[[Any, Any, grpc.ServicerContext], Reply]
     @functools.wraps(method)
     def wrapped(self: Any, request: Any, context: grpc.ServicerContext) -> Reply:
         started = time.perf_counter()
-        code, message = grpc.StatusCode.OK, ""
+        code, message, reply = grpc.StatusCode.OK, "", None
         try:
-            return method(self, request, context)
+            reply = method(self, request, context)
+            return reply
         except LimitExceeded as exc:
             code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
         except (ServiceError, RegistryError, ImageError) as exc:
@@ -78,10 +80,7 @@ def served(method: Callable[[Any, Any, grpc.ServicerContext], Reply]
             log.exception("gRPC %s failed", name)
             code, message = grpc.StatusCode.INTERNAL, "internal server error"
         finally:
-            model = getattr(request, "model_name", None) or getattr(request, "name", "")
-            if model and not self.state.models.serves(model):
-                model = "unknown"  # a client's string: the label stays bounded to the served models
-            record_grpc_call(name, code.name, model, time.perf_counter() - started)
+            self._record(name, request, context, code, time.perf_counter() - started, reply)
         context.abort(code, message)  # raises: the call ends with this status
         raise AssertionError("unreachable")
 
@@ -99,6 +98,22 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, state: ServiceState) -> None:
         self.state = state
         self.settings = state.settings
+
+    def _record(self, method: str, request: Any, context: grpc.ServicerContext, code: grpc.StatusCode,
+                seconds: float, reply: Any) -> None:
+        """Metrics, inference statistics and the access-log line of one call. The version is the one
+        that answered, or for a refused inference the one it was for when this process holds it."""
+        model = getattr(request, "model_name", None) or getattr(request, "name", "")
+        version = None
+        if model and not self.state.models.serves(model):
+            model = "unknown"  # a client's string: the label stays bounded to the served models
+        elif model and method == "ModelInfer":
+            if reply is not None:
+                version = int(reply.model_version)
+            else:
+                version = target_version(self.state.models.predictor(model), {"version": request.model_version or None})
+        record_grpc_call(method, code.name, model, seconds, version=version, peer=context.peer(),
+                         bytes_in=request.ByteSize(), sample=self.settings.access_log_sample)
 
     def _check_key(self, context: grpc.ServicerContext) -> None:
         """Metadata and inference need ``authorization: Bearer <API_KEY>`` under
