@@ -57,7 +57,7 @@ def code_of(status: int) -> grpc.StatusCode:
 
 def served(method: Callable[[Any, Any, grpc.ServicerContext], Reply]
            ) -> Callable[[Any, Any, grpc.ServicerContext], Reply]:
-    """A servicer method, timed in ``mnist_grpc_request_duration_seconds``, whose refusals
+    """A servicer method, recorded (``_record``: metrics, statistics, access log), whose refusals
     (``ServiceError``, ``RegistryError``, ``ImageError``: each carries its HTTP status) end the call
     with the matching status code and the same message as REST's; anything else is INTERNAL, logged."""
     name = method.__name__
