@@ -33,11 +33,10 @@ for _blas in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_blas, "1")  # before numpy loads BLAS: the serving setting, for the in-process pass
 
 import grpc  # noqa: E402
-import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import requests  # noqa: E402
 
-from bench.h2load import grpc_frame, h2load_binary, run_h2load  # noqa: E402
+from bench.h2load import grpc_frame, h2load_binary, infer_request, run_h2load  # noqa: E402
 from bench.http import ensure_model, requests_for, server_pids  # noqa: E402
 from bench.wrk import run_wrk, wrk_binary  # noqa: E402
 from core.datasets import load_dataset  # noqa: E402
@@ -48,12 +47,6 @@ from tests.support import MNIST_DIR, GunicornServer, free_port  # noqa: E402
 
 # (label, h2load connections, streams per connection): concurrent calls = connections x streams
 GRPC_LOADS = ((8, 8, 1), (64, 8, 8))
-
-
-def infer_request(pixels: np.ndarray) -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name="mnist", raw_input_contents=[pixels.astype("<f4").tobytes()])
-    request.inputs.add(name="pixels", datatype="FP32", shape=pixels.shape)
-    return request
 
 
 def grpc_calls_by_code(url: str) -> dict[str, float]:

@@ -5,7 +5,8 @@ h2load knows nothing of gRPC: it POSTs one length-prefixed message (``grpc_frame
 refused call too (gRPC puts its status in the trailers). So ``run_h2load`` also returns the DATA
 bytes received: a refused call answers with trailers only, no DATA, and a run whose data is
 ``done x`` the length of one good answer's frame had every call answered (``answered_calls``).
-Like ``bench.wrk``'s, it samples the generator's own CPU share.
+Like ``bench.wrk``'s, it samples the generator's own CPU share. ``infer_request`` is the call
+every gRPC benchmark sends.
 """
 
 from __future__ import annotations
@@ -20,12 +21,20 @@ from pathlib import Path
 import numpy as np
 
 from bench.wrk import cpu_seconds
+from service.protocols.grpc_v2 import grpc_predict_v2_pb2 as pb
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
 def h2load_binary() -> str | None:
     return shutil.which("h2load")
+
+
+def infer_request(pixels: np.ndarray) -> pb.ModelInferRequest:
+    """ModelInfer of ``pixels`` (n, 784) with raw FP32 contents, as Triton's clients send it."""
+    request = pb.ModelInferRequest(model_name="mnist", raw_input_contents=[pixels.astype("<f4").tobytes()])
+    request.inputs.add(name="pixels", datatype="FP32", shape=pixels.shape)
+    return request
 
 
 def grpc_frame(message: bytes) -> bytes:

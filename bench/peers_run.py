@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 import requests
 
-from bench.h2load import answered_calls, grpc_frame, h2load_binary, run_h2load
+from bench.h2load import answered_calls, grpc_frame, h2load_binary, infer_request, run_h2load
 from bench.http import ensure_model
 from bench.peers import PEERS, REPO, ensure_peer_venv, peer_version
 from bench.wrk import WrkResult, cpu_seconds, lua_script, run_wrk, wrk_binary
@@ -152,16 +152,9 @@ def bodies(digits: np.ndarray, kind: str, n: int) -> bytes:
                                      "data": rows.ravel().tolist()}]})
 
 
-def grpc_request(pixels: np.ndarray) -> pb.ModelInferRequest:
-    """ModelInfer with raw FP32 contents, as Triton's clients send it."""
-    request = pb.ModelInferRequest(model_name="mnist", raw_input_contents=[pixels.astype("<f4").tobytes()])
-    request.inputs.add(name="pixels", datatype="FP32", shape=pixels.shape)
-    return request
-
-
 def grpc_infer(entry: Entry, pixels: np.ndarray) -> pb.ModelInferResponse:
     with grpc.insecure_channel(f"127.0.0.1:{entry.server.grpc_port}") as channel:
-        return pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(grpc_request(pixels), timeout=60)
+        return pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request(pixels), timeout=60)
 
 
 def labels_of(entry: Entry, digits: np.ndarray) -> list[int]:
@@ -221,7 +214,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             scripts[(kind, n)] = lua_script(tmp / f"{kind}_{n}.lua", "POST", {"Content-Type": "application/json"},
                                             tmp / f"{kind}_{n}.body", server_timing=False)
     grpc_body = tmp / "grpc_1.body"
-    grpc_body.write_bytes(grpc_frame(grpc_request(digits[:1]).SerializeToString()))
+    grpc_body.write_bytes(grpc_frame(infer_request(digits[:1]).SerializeToString()))
     try:
         for server in servers:
             server.start(tmp / "logs")
