@@ -77,10 +77,11 @@ def record_inference(model: str, version: int, labels: np.ndarray | None) -> Non
 
 
 def record_grpc_call(method: str, code: str, model: str, seconds: float, *, version: int | None = None,
-                     peer: str = "", bytes_in: int = 0, sample: float = 1.0) -> None:
+                     peer: Callable[[], str] = str, bytes_in: Callable[[], int] = int, sample: float = 1.0) -> None:
     """One gRPC call: timed (its label children kept, as the HTTP requests' are), counted in the
     model version's inference statistics when it was an inference for a version held here, and
-    written to the access log as REST requests are (every refusal, ``sample`` of the rest)."""
+    written to the access log as REST requests are (every refusal, ``sample`` of the rest). ``peer``
+    and ``bytes_in`` are asked only for a line that is written."""
     key = (method, code, model)
     child = _grpc_children.get(key)
     if child is None:
@@ -91,9 +92,9 @@ def record_grpc_call(method: str, code: str, model: str, seconds: float, *, vers
         inference_stats.observe(model, version, ok, seconds)
     if not ok or sample >= 1.0 or (sample > 0.0 and random.random() < sample):
         access_log.write(orjson.dumps({
-            "ts": _grpc_clock.now(), "event": "access", "transport": "grpc", "remote": peer, "method": "POST",
+            "ts": _grpc_clock.now(), "event": "access", "transport": "grpc", "remote": peer(), "method": "POST",
             "path": f"/inference.GRPCInferenceService/{method}", "endpoint": method, "status": code,
-            "duration_ms": round(seconds * 1000, 2), "bytes_in": bytes_in, "model": model or None,
+            "duration_ms": round(seconds * 1000, 2), "bytes_in": bytes_in(), "model": model or None,
             "model_version": version, "pid": os.getpid(),
         }).decode())
 

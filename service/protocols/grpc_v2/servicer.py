@@ -112,8 +112,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 version = int(reply.model_version)
             else:
                 version = target_version(self.state.models.predictor(model), {"version": request.model_version or None})
-        record_grpc_call(method, code.name, model, seconds, version=version, peer=context.peer(),
-                         bytes_in=request.ByteSize(), sample=self.settings.access_log_sample)
+        record_grpc_call(method, code.name, model, seconds, version=version, peer=context.peer,
+                         bytes_in=request.ByteSize, sample=self.settings.access_log_sample)
 
     def _check_key(self, context: grpc.ServicerContext) -> None:
         """Metadata and inference need ``authorization: Bearer <API_KEY>`` under
